@@ -1,0 +1,50 @@
+# buildkite-fanout — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+FUNCTIONS := $(notdir $(patsubst %/function.yaml,%,$(wildcard functions/*/function.yaml)))
+PYTEST_ARGS ?=
+
+.PHONY: help venv lint test demo run-local package bench clean $(addprefix deploy-,$(FUNCTIONS))
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z%_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  deploy-<name>    Deploy one function with gcloud (DRY_RUN=1 prints the command); names: $(FUNCTIONS)"
+
+$(VENV)/.installed: requirements-dev.txt shared/pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required" if sys.version_info < (3, 11) else 0)'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed ## Create .venv and install everything the project needs
+
+lint: venv ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: venv lint ## Install from scratch if needed, then run every test (starts and stops the emulators)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+demo: venv ## The main job: the whole fan-out on local emulators, sample webhooks in, a report out
+	$(PY) -m tools.stack demo
+
+run-local: venv ## Keep the local stack up and print how to send it a webhook
+	$(PY) -m tools.stack run
+
+package: venv ## Build build/<name>/ for every function (main.py, requirements.txt, vendored buildkite_events)
+	$(PY) -m tools.deploy package $(FUNCTIONS)
+
+deploy-%: venv ## Deploy one function (gen2, python312) from its bundle, settings from its manifest
+	$(PY) -m tools.deploy deploy $*
+
+bench: venv ## Cold start, per-event overhead and throughput, each against a bare baseline
+	$(PY) -m bench
+
+clean: ## Remove build output and caches (keeps .venv)
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache .stack

@@ -1,0 +1,28 @@
+"""Shared plumbing for the buildkite-fanout functions: parse any delivery into a typed
+``BuildkiteEvent``, the ack/nack contract (``pubsub_handler``), typed config from the
+environment, structured logs, Pub/Sub filters and idempotency."""
+
+from .config import env, load_config
+from .errors import ConfigError, FanoutError, InvalidEvent, TransientError
+from .event import Agent, Build, BuildkiteEvent, Job, Person, Pipeline, PullRequest
+from .handler import Nack, pubsub_handler
+from .parse import parse_delivery
+
+__all__ = [
+    "Agent",
+    "Build",
+    "BuildkiteEvent",
+    "ConfigError",
+    "FanoutError",
+    "InvalidEvent",
+    "Job",
+    "Nack",
+    "Person",
+    "Pipeline",
+    "PullRequest",
+    "TransientError",
+    "env",
+    "load_config",
+    "parse_delivery",
+    "pubsub_handler",
+]

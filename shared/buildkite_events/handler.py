@@ -1,0 +1,223 @@
+"""``pubsub_handler``: the ack/nack contract, in one decorator.
+
+    @functions_framework.cloud_event
+    @pubsub_handler(Config)
+    def archive_build_data(event: BuildkiteEvent, config: Config) -> str | None: ...
+
+For every delivery it parses the event, applies the function's own manifest filter (the
+Pub/Sub emulator and Eventarc triggers do not filter), loads the config once per
+instance, claims the event when the manifest asks for idempotency, runs the handler with
+bounded retries, and logs one ``outcome`` line. Returning normally acks (2xx); raising
+``Nack`` answers 500 so Pub/Sub redelivers and, in the end, dead-letters.
+
+- ``InvalidEvent`` (from parsing or the handler) → warning, ack.
+- ``TransientError`` → tenacity retries within the budget, then nack.
+- ``ConfigError`` and anything unexpected → error, nack: the message waits in the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import wraps
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from werkzeug.exceptions import InternalServerError
+
+from .config import load_config, secret_values
+from .errors import ConfigError, InvalidEvent, TransientError
+from .event import BuildkiteEvent
+from .filters import Filter, parse_filter
+from .log import configure_logging, log, log_context, redact, register_secrets, trace_field
+from .manifest import MANIFEST_NAME, Manifest, load_manifest
+from .message import message_attributes
+from .parse import parse_delivery
+
+C = TypeVar("C")
+Handler = Callable[[BuildkiteEvent, C], "str | None"]
+
+MAX_ATTEMPTS = 4
+_ACKED = frozenset({"done", "duplicate", "filtered", "invalid"})
+_LEVELS = {"done": logging.INFO, "duplicate": logging.INFO, "filtered": logging.INFO, "invalid": logging.WARNING}
+
+
+class Nack(InternalServerError):
+    """Answer 500 without a traceback: Pub/Sub will redeliver the message."""
+
+
+@dataclass
+class _Instance(Generic[C]):
+    """What one function instance computes once and reuses for every delivery."""
+
+    manifest_path: Path
+    config_class: type[C] | None
+    _manifest: Manifest | None = None
+    _filter: Filter | None = None
+    _config: C | None = None
+    _store: Any = field(default=None, repr=False)
+
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            self._manifest = load_manifest(self.manifest_path)
+            self._filter = parse_filter(self._manifest.filter)
+        return self._manifest
+
+    def accepts(self, attributes: dict[str, str] | Any) -> bool:
+        self.manifest  # noqa: B018 - loads the filter
+        assert self._filter is not None
+        return self._filter.matches(attributes)
+
+    def config(self) -> C | None:
+        if self.config_class is None:
+            return None
+        if self._config is None:
+            self._config = load_config(self.config_class)
+            register_secrets(secret_values(self._config))
+        return self._config
+
+    def store(self) -> Any:
+        if self._store is None:
+            from .idempotency import IdempotencyStore  # Firestore only where it is used
+
+            self._store = IdempotencyStore(scope=self.manifest.name)
+        return self._store
+
+
+def pubsub_handler(config: type[C] | None = None) -> Callable[[Handler[C]], Callable[[Any], str]]:
+    """Wrap ``handler(event, config)`` with the ack/nack contract (see the module doc)."""
+
+    def decorate(handler: Handler[C]) -> Callable[[Any], str]:
+        instance: _Instance[C] = _Instance(Path(inspect.getfile(handler)).with_name(MANIFEST_NAME), config)
+
+        @wraps(handler)
+        def entry(delivery: Any) -> str:
+            configure_logging()
+            started = time.perf_counter()
+            manifest = instance.manifest
+            trace = trace_field(_request_headers(), os.environ.get("GOOGLE_CLOUD_PROJECT"))
+            with log_context(function=manifest.name, **trace):
+                outcome, detail, fields = _deliver(instance, handler, delivery)
+                elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+                line = f"{outcome}: {detail}" if detail else outcome
+                log(_LEVELS.get(outcome, logging.ERROR), line, outcome=outcome, duration_ms=elapsed_ms, **fields)
+            if outcome in _ACKED:
+                return outcome
+            raise Nack(description=redact(line)[:500])
+
+        return entry
+
+    return decorate
+
+
+def _deliver(instance: _Instance[C], handler: Handler[C], delivery: Any) -> tuple[str, str | None, dict[str, Any]]:
+    """Run one delivery; return (outcome, detail, event log fields). Never raises."""
+    try:
+        event = parse_delivery(delivery)
+    except InvalidEvent as err:
+        return "invalid", str(err), {}
+    fields = event.log_fields()
+    with log_context(**fields):
+        outcome, detail = _handle(instance, handler, event)
+    return outcome, detail, fields
+
+
+def _handle(instance: _Instance[C], handler: Handler[C], event: BuildkiteEvent) -> tuple[str, str | None]:
+    attributes = event.attributes or message_attributes(event)  # a raw body has none: derive them
+    if not instance.accepts(attributes):
+        return "filtered", f"{event.event_type} does not match this function's filter"
+    claim = None
+    try:
+        config = instance.config()
+        if instance.manifest.idempotency:
+            claim = _with_retries(instance, lambda: instance.store().claim(event.key))
+            if claim.state == "done":
+                return "duplicate", "already handled this event"
+        result = _with_retries(instance, lambda: handler(event, config))  # type: ignore[arg-type]
+    except InvalidEvent as err:
+        _release(instance, claim, complete=True)
+        return "invalid", str(err)
+    except ConfigError as err:
+        _release(instance, claim)
+        return "config_error", f"{err} (the message waits in the dead-letter queue; fix and replay)"
+    except TransientError as err:
+        _release(instance, claim)
+        return "retry", f"{err} (gave up for now; Pub/Sub will redeliver)"
+    except Exception as err:  # a bug or an unforeseen API answer: keep the message
+        _release(instance, claim)
+        return "error", f"unexpected {type(err).__name__}: {redact(str(err))[:1000]}"
+    # The side effect happened: ack even if recording it fails (a nack would repeat it).
+    _release(instance, claim, complete=True)
+    return "done", result
+
+
+def _release(instance: _Instance[Any], claim: Any, *, complete: bool = False) -> None:
+    """After a failed attempt: free the claim so a redelivery can run (or mark a hopeless one done)."""
+    if claim is None:
+        return
+    try:
+        (instance.store().complete if complete else instance.store().release)(claim)
+    except Exception as err:  # the lease will expire on its own
+        log(logging.WARNING, f"could not release idempotency claim: {type(err).__name__}")
+
+
+def _with_retries(instance: _Instance[Any], call: Callable[[], Any]) -> Any:
+    """Call once; on ``TransientError``, retry with tenacity inside the time budget."""
+    try:
+        return call()
+    except TransientError as first:
+        budget = _retry_budget(instance)
+        if budget <= 0 or (first.retry_after or 0) > budget:
+            raise
+        log(logging.INFO, f"transient failure, retrying: {first}")
+    return _retrying(budget)(call)
+
+
+def _retry_budget(instance: _Instance[Any]) -> float:
+    default = min(30.0, instance.manifest.timeout_seconds / 2)
+    return float(os.environ.get("RETRY_BUDGET_SECONDS", default))
+
+
+def _retrying(budget: float) -> Callable[[Callable[[], Any]], Any]:
+    from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+    deadline = time.monotonic() + budget
+    backoff = wait_exponential_jitter(initial=0.5, max=8, jitter=0.5)
+    attempts = int(os.environ.get("RETRY_MAX_ATTEMPTS", MAX_ATTEMPTS)) - 1
+
+    def hint(state: RetryCallState) -> float:
+        err = state.outcome.exception() if state.outcome else None
+        return getattr(err, "retry_after", None) or 0.0
+
+    def wait(state: RetryCallState) -> float:
+        return max(0.0, min(max(backoff(state), hint(state)), deadline - time.monotonic()))
+
+    def out_of_budget(state: RetryCallState) -> bool:
+        return time.monotonic() + hint(state) >= deadline
+
+    def before_sleep(state: RetryCallState) -> None:
+        err = state.outcome.exception() if state.outcome else None
+        log(logging.INFO, f"transient failure, retrying: {err}", attempt=state.attempt_number + 1)
+
+    retrying = Retrying(
+        retry=retry_if_exception_type(TransientError),
+        stop=stop_after_attempt(max(attempts, 1)) | out_of_budget,
+        wait=wait,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    return lambda call: retrying(call)
+
+
+def _request_headers() -> Any:
+    try:
+        import flask
+
+        return flask.request.headers if flask.has_request_context() else None
+    except ImportError:  # pragma: no cover - functions-framework always brings Flask
+        return None

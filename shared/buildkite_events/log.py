@@ -1,0 +1,110 @@
+"""Structured JSON logs, one line per record, in the shape Cloud Logging understands.
+
+``severity`` and ``message`` are Cloud Logging's special fields; ``logging.googleapis.com/trace``
+ties the line to the request's trace. Context (function, event identifiers) is set per
+delivery with ``log_context`` and added to every line. Known secret values are redacted.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "buildkite_fanout_log", default=MappingProxyType({})
+)
+_secrets: list[str] = []
+REDACTED = "[REDACTED]"
+
+logger = logging.getLogger("buildkite_fanout")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "severity": record.levelname if record.levelname != "WARN" else "WARNING",
+            "message": record.getMessage(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "logger": record.name,
+        }
+        entry.update(_context.get())
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info and record.exc_info[1] is not None:
+            err = record.exc_info[1]
+            entry["error"] = f"{type(err).__name__}: {err}"
+        return redact(json.dumps(entry, ensure_ascii=False, default=str))
+
+
+def configure_logging() -> None:
+    """Idempotent: one JSON handler on our logger, nothing else touched."""
+    if any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+    logger.propagate = False
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Remember secret values (and, for URLs, their path and query) to scrub from output."""
+    for value in values:
+        candidates = [value]
+        if value.startswith(("http://", "https://")):
+            parts = urlsplit(value)
+            candidates.append(parts.path + ("?" + parts.query if parts.query else ""))
+            if parts.query:
+                candidates.append(parts.query)
+        for candidate in candidates:
+            if len(candidate) >= 6 and candidate not in _secrets:
+                _secrets.append(candidate)
+    _secrets.sort(key=len, reverse=True)  # longest first, so a URL goes before its path
+
+
+def redact(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def trace_field(headers: Any, project: str | None) -> dict[str, str]:
+    """``logging.googleapis.com/trace`` from X-Cloud-Trace-Context or W3C traceparent."""
+    if headers is None:
+        return {}
+    trace_id = ""
+    legacy = headers.get("X-Cloud-Trace-Context") or ""
+    if legacy:
+        trace_id = legacy.split("/", 1)[0]
+    else:
+        parent = (headers.get("traceparent") or "").split("-")
+        if len(parent) == 4:
+            trace_id = parent[1]
+    if not trace_id or not trace_id.isalnum() or len(trace_id) > 64:
+        return {}
+    return {"logging.googleapis.com/trace": f"projects/{project}/traces/{trace_id}" if project else trace_id}
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Add ``fields`` to every log line written inside the block."""
+    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def log(level: int, message: str, **fields: Any) -> None:
+    logger.log(level, message, extra={"fields": fields})

@@ -1,0 +1,71 @@
+"""``function.yaml``: the single source of truth for one function.
+
+Terraform, the Makefile, the local stack, the tests and the function itself read it.
+The JSON schema beside this module (``manifest.schema.json``) documents every key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "function.yaml"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    ack_deadline_seconds: int = 60
+    min_backoff_seconds: int = 10
+    max_backoff_seconds: int = 600
+    max_delivery_attempts: int = 5
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    entry_point: str
+    trigger: str
+    filter: str = ""
+    timeout_seconds: int = 60
+    idempotency: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+    delivery: Delivery = field(default_factory=Delivery)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    path: Path | None = None
+
+    @property
+    def is_pubsub(self) -> bool:
+        return self.trigger == "pubsub"
+
+
+def parse_manifest(raw: dict[str, Any], path: Path | None = None) -> Manifest:
+    resources = raw.get("resources") or {}
+    delivery = raw.get("delivery") or {}
+    return Manifest(
+        name=raw["name"],
+        entry_point=raw["entry_point"],
+        trigger=raw["trigger"],
+        filter=raw.get("filter") or "",
+        timeout_seconds=int(resources.get("timeout_seconds", 60)),
+        idempotency=bool(raw.get("idempotency", False)),
+        env={str(k): "" if v is None else str(v) for k, v in (raw.get("env") or {}).items()},
+        secrets=tuple(raw.get("secrets") or ()),
+        delivery=Delivery(**{k: int(v) for k, v in delivery.items() if k in Delivery.__dataclass_fields__}),
+        raw=raw,
+        path=path,
+    )
+
+
+@cache
+def load_manifest(path: Path) -> Manifest:
+    import yaml  # only on the first delivery of an instance
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with open(path, encoding="utf-8") as handle:
+        raw = yaml.load(handle, Loader=loader)  # noqa: S506 - a safe loader
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} is not a mapping")
+    return parse_manifest(raw, path)
