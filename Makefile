@@ -23,10 +23,11 @@ $(VENV)/.installed: requirements-dev.txt shared/pyproject.toml
 
 venv: $(VENV)/.installed ## Create .venv and install everything the project needs
 
-lint: venv ## ruff and mypy
+lint: venv ## ruff and mypy (each function folder on its own: they all have a main.py)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	@for fn in $(FUNCTIONS); do echo "mypy functions/$$fn"; $(VENV)/bin/mypy functions/$$fn || exit 1; done
 
 test: venv lint ## Install from scratch if needed, then run every test (starts and stops the emulators)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -89,14 +89,14 @@ class _Instance(Generic[C]):
         return self._store
 
 
-def pubsub_handler(config: type[C] | None = None) -> Callable[[Handler[C]], Callable[[Any], str]]:
+def pubsub_handler(config: type[C] | None = None) -> Callable[[Handler[C]], Callable[[Any], None]]:
     """Wrap ``handler(event, config)`` with the ack/nack contract (see the module doc)."""
 
-    def decorate(handler: Handler[C]) -> Callable[[Any], str]:
+    def decorate(handler: Handler[C]) -> Callable[[Any], None]:
         instance: _Instance[C] = _Instance(Path(inspect.getfile(handler)).with_name(MANIFEST_NAME), config)
 
         @wraps(handler)
-        def entry(delivery: Any) -> str:
+        def entry(delivery: Any) -> None:
             configure_logging()
             started = time.perf_counter()
             manifest = instance.manifest
@@ -106,9 +106,8 @@ def pubsub_handler(config: type[C] | None = None) -> Callable[[Handler[C]], Call
                 elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
                 line = f"{outcome}: {detail}" if detail else outcome
                 log(_LEVELS.get(outcome, logging.ERROR), line, outcome=outcome, duration_ms=elapsed_ms, **fields)
-            if outcome in _ACKED:
-                return outcome
-            raise Nack(description=redact(line)[:500])
+            if outcome not in _ACKED:
+                raise Nack(description=redact(line)[:500])
 
         return entry
 
@@ -184,7 +183,15 @@ def _retry_budget(instance: _Instance[Any]) -> float:
 
 
 def _retrying(budget: float) -> Callable[[Callable[[], Any]], Any]:
-    from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+    from tenacity import (
+        RetryCallState,
+        Retrying,
+        retry_if_exception_type,
+        stop_after_attempt,
+        stop_any,
+        wait_exponential_jitter,
+    )
+    from tenacity.stop import stop_base
 
     deadline = time.monotonic() + budget
     backoff = wait_exponential_jitter(initial=0.5, max=8, jitter=0.5)
@@ -197,8 +204,11 @@ def _retrying(budget: float) -> Callable[[Callable[[], Any]], Any]:
     def wait(state: RetryCallState) -> float:
         return max(0.0, min(max(backoff(state), hint(state)), deadline - time.monotonic()))
 
-    def out_of_budget(state: RetryCallState) -> bool:
-        return time.monotonic() + hint(state) >= deadline
+    class OutOfBudget(stop_base):
+        """Stop when the next wait (or the server's Retry-After) would pass the deadline."""
+
+        def __call__(self, state: RetryCallState) -> bool:
+            return time.monotonic() + hint(state) >= deadline
 
     def before_sleep(state: RetryCallState) -> None:
         err = state.outcome.exception() if state.outcome else None
@@ -206,7 +216,7 @@ def _retrying(budget: float) -> Callable[[Callable[[], Any]], Any]:
 
     retrying = Retrying(
         retry=retry_if_exception_type(TransientError),
-        stop=stop_after_attempt(max(attempts, 1)) | out_of_budget,
+        stop=stop_any(stop_after_attempt(max(attempts, 1)), OutOfBudget()),
         wait=wait,
         before_sleep=before_sleep,
         reraise=True,

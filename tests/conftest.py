@@ -1,0 +1,63 @@
+"""Shared fixtures. Emulators start on first request and live for the whole session.
+
+Process handling lives in tools/emulators.py; fixtures here only wire it into pytest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tools import emulators
+from tools.emulators import Service
+
+GCP_PROJECT = "buildkite-fanout-test"
+
+
+def _serve(service: Service) -> Iterator[Service]:
+    """Yield a started service with its client env vars set; undo both afterwards."""
+    with service, pytest.MonkeyPatch.context() as mp:
+        for name, value in service.env.items():
+            mp.setenv(name, value)
+        yield service
+
+
+@pytest.fixture(scope="session")
+def emulator_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("emulator-logs")
+
+
+@pytest.fixture(scope="session")
+def gcp_project() -> Iterator[str]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GOOGLE_CLOUD_PROJECT", GCP_PROJECT)
+        yield GCP_PROJECT
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(emulator_log_dir: Path) -> Iterator[Service]:
+    yield from _serve(emulators.start_pubsub(emulator_log_dir))
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator(emulator_log_dir: Path) -> Iterator[Service]:
+    yield from _serve(emulators.start_firestore(emulator_log_dir))
+
+
+@pytest.fixture(scope="session")
+def gcs_server(emulator_log_dir: Path) -> Iterator[Service]:
+    yield from _serve(emulators.start_gcs(emulator_log_dir))
+
+
+@pytest.fixture
+def firestore(firestore_emulator: Service, gcp_project: str) -> Iterator[Any]:
+    """A Firestore client on an emptied emulator database."""
+    emulators.wipe_firestore(firestore_emulator.host, gcp_project)
+    from google.cloud import firestore as firestore_module
+
+    client: Any = firestore_module.Client(project=gcp_project)
+    yield client
+    client.close()

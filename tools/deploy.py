@@ -1,0 +1,151 @@
+"""``make package`` and ``make deploy-<name>``.
+
+    python -m tools.deploy package [NAME ...]   # build/<name>/ and build/<name>.zip
+    python -m tools.deploy deploy NAME          # gcloud functions deploy (DRY_RUN=1 prints it)
+
+A bundle is what Cloud Functions builds from: the function's ``main.py`` and
+``function.yaml``, the ``buildkite_events`` package vendored beside them, and one
+``requirements.txt`` = the function's own + the shared package's dependencies.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+from buildkite_events.manifest import Manifest
+
+from .manifests import ROOT, function_dir, function_env, manifest
+
+BUILD_DIR = ROOT / "build"
+SHARED = ROOT / "shared"
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so an unchanged bundle zips to identical bytes
+
+
+def shared_requirements(m: Manifest) -> list[str]:
+    project = tomllib.loads((SHARED / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    if m.idempotency:
+        requirements += project["optional-dependencies"]["idempotency"]
+    return requirements
+
+
+def package(name: str) -> Path:
+    """Build ``build/<name>/`` and a reproducible ``build/<name>.zip``; return the folder."""
+    m = manifest(name)
+    source, out = function_dir(name), BUILD_DIR / name
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for file in ("main.py", "function.yaml"):
+        shutil.copy2(source / file, out / file)
+    shutil.copytree(
+        SHARED / "buildkite_events",
+        out / "buildkite_events",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    own = [line for line in (source / "requirements.txt").read_text().splitlines() if line.strip()]
+    lines = [*own, "", "# vendored buildkite_events", *shared_requirements(m)]
+    (out / "requirements.txt").write_text("\n".join(lines) + "\n")
+    _zip(out, BUILD_DIR / f"{name}.zip")
+    return out
+
+
+def _zip(folder: Path, target: Path) -> None:
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            info = zipfile.ZipInfo(str(path.relative_to(folder)), _ZIP_TIME)
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
+
+
+def placeholder_values() -> dict[str, str]:
+    """Deploy-time values for the manifests' ``${...}`` placeholders (same defaults as Terraform)."""
+    project = os.environ.get("PROJECT") or _gcloud_config("project")
+    if not project:
+        raise SystemExit("set PROJECT (or `gcloud config set project ...`) to deploy")
+    return {
+        "project": project,
+        "region": os.environ.get("REGION") or _gcloud_config("functions/region") or "us-central1",
+        "topic": os.environ.get("TOPIC", "buildkite-events"),
+        "archive_bucket": os.environ.get("ARCHIVE_BUCKET", f"{project}-buildkite-archive"),
+        "bigquery_dataset": os.environ.get("BIGQUERY_DATASET", "buildkite"),
+    }
+
+
+def _gcloud_config(key: str) -> str:
+    if shutil.which("gcloud") is None:
+        return ""
+    try:
+        result = subprocess.run(["gcloud", "config", "get-value", key], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return result.stdout.strip()
+
+
+def secret_id(function: str, variable: str) -> str:
+    """Secret Manager id for a manifest secret: ``slack-notify-slack-token``."""
+    return f"{function}-{variable.lower().replace('_', '-')}"
+
+
+def deploy_command(name: str, values: dict[str, str]) -> list[str]:
+    m = manifest(name)
+    res = m.raw["resources"]
+    env = function_env(m, values)
+    command = [
+        "gcloud", "functions", "deploy", name,
+        "--gen2",
+        f"--project={values['project']}",
+        f"--region={values['region']}",
+        f"--runtime={m.raw['runtime']}",
+        f"--source={BUILD_DIR / name}",
+        f"--entry-point={m.entry_point}",
+        f"--memory={res['memory']}",
+        f"--timeout={res['timeout_seconds']}s",
+        f"--max-instances={res['max_instances']}",
+        f"--min-instances={res.get('min_instances', 0)}",
+        f"--service-account={name}@{values['project']}.iam.gserviceaccount.com",
+        "--trigger-http",
+        "--allow-unauthenticated" if m.trigger == "http" else "--no-allow-unauthenticated",
+    ]  # fmt: skip
+    if "cpu" in res:
+        command.append(f"--cpu={res['cpu']}")
+    if "concurrency" in res:
+        command.append(f"--concurrency={res['concurrency']}")
+    if env:
+        command.append("--set-env-vars=^|^" + "|".join(f"{k}={v}" for k, v in sorted(env.items())))
+    if m.secrets:
+        pairs = ",".join(f"{var}={secret_id(name, var)}:latest" for var in m.secrets)
+        command.append(f"--set-secrets={pairs}")
+    return command
+
+
+def deploy(name: str) -> int:
+    package(name)
+    command = deploy_command(name, placeholder_values())
+    printable = shlex.join(command)
+    if os.environ.get("DRY_RUN"):
+        print(printable)
+        return 0
+    print(f"$ {printable}", file=sys.stderr)
+    return subprocess.call(command)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[0] not in ("package", "deploy"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    if argv[0] == "package":
+        for name in argv[1:]:
+            print(f"packaged {package(name).relative_to(ROOT)}")
+        return 0
+    return deploy(argv[1])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

