@@ -203,8 +203,9 @@ def report(stack: LocalStack, posted: list[tuple[str, int]]) -> str:
                 out.append(f"  · {line['outcome']:<8} {line.get('event_type', '-'):<22} {line['message']}")
         extra = _function_report(stack, name)
         out += [f"  {row}" for row in extra]
-    if stack.standin and stack.standin.requests:
-        out += ["", f"stand-in third-party APIs received {len(stack.standin.requests)} requests"]
+    if stack.standin:
+        for title, rows in stack.standin.reports():
+            out += ["", title, *(f"  {row}" for row in rows)]
     return "\n".join(out) + "\n"
 
 

@@ -5,8 +5,9 @@ with their real client libraries. It records every request so tests and ``make d
 can show what the real service would have received, and it can be told to fail
 (status, ``Retry-After``, delay) for the next N requests on a route.
 
-Providers live in ``tools/standins/<provider>.py``, each exposing ``register(server)``;
-adding a provider is adding a file.
+Providers live in ``tools/standins/<provider>.py``, each exposing ``register(server)`` and
+optionally ``report(server) -> (title, lines)`` for ``make demo``; adding a provider is
+adding a file.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class StandIn:
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
+        self._reporters: list[Callable[[StandIn], tuple[str, list[str]]]] = []
 
     @property
     def url(self) -> str:
@@ -92,11 +94,19 @@ class StandIn:
             self.state.clear()
 
     def load_providers(self) -> StandIn:
+        """Register every provider module; those with ``report(server)`` join the demo report."""
         from tools import standins
 
-        for module in pkgutil.iter_modules(standins.__path__):
-            importlib.import_module(f"tools.standins.{module.name}").register(self)
+        for info in pkgutil.iter_modules(standins.__path__):
+            module = importlib.import_module(f"tools.standins.{info.name}")
+            module.register(self)
+            if hasattr(module, "report"):
+                self._reporters.append(module.report)
         return self
+
+    def reports(self) -> list[tuple[str, list[str]]]:
+        """(title, lines) from each provider: what the real service would have received."""
+        return [reporter(self) for reporter in self._reporters]
 
     def start(self) -> StandIn:
         self._thread = threading.Thread(target=self._server.serve_forever, name="standin", daemon=True)

@@ -81,6 +81,10 @@ class _Instance(Generic[C]):
             register_secrets(secret_values(self._config))
         return self._config
 
+    def reset(self) -> None:
+        """Forget what was computed (tests use it to act as a fresh instance)."""
+        self._manifest, self._filter, self._config, self._store = None, None, None, None
+
     def store(self) -> Any:
         if self._store is None:
             from .idempotency import IdempotencyStore  # Firestore only where it is used
@@ -109,6 +113,7 @@ def pubsub_handler(config: type[C] | None = None) -> Callable[[Handler[C]], Call
             if outcome not in _ACKED:
                 raise Nack(description=redact(line)[:500])
 
+        entry.instance = instance  # type: ignore[attr-defined]
         return entry
 
     return decorate
@@ -194,7 +199,7 @@ def _retrying(budget: float) -> Callable[[Callable[[], Any]], Any]:
     from tenacity.stop import stop_base
 
     deadline = time.monotonic() + budget
-    backoff = wait_exponential_jitter(initial=0.5, max=8, jitter=0.5)
+    backoff = wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5)
     attempts = int(os.environ.get("RETRY_MAX_ATTEMPTS", MAX_ATTEMPTS)) - 1
 
     def hint(state: RetryCallState) -> float:

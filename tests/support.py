@@ -1,0 +1,120 @@
+"""Helpers the test suites share: fixtures as messages, functions loaded by path, log lines.
+
+Function tests live beside each function (``functions/<name>/test_main.py``) and import
+this module as ``tests.support``.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from buildkite_events.message import to_message
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "buildkite"
+PAYLOADS = FIXTURES / "payloads"
+
+
+def payload_names() -> list[str]:
+    """Fixture file stems: build.finished.failed, ping, ..."""
+    return sorted(p.stem for p in PAYLOADS.glob("*.json"))
+
+
+def payload(name: str) -> dict[str, Any]:
+    return dict(json.loads((PAYLOADS / f"{name}.json").read_text()))
+
+
+def payload_bytes(name: str) -> bytes:
+    return (PAYLOADS / f"{name}.json").read_bytes()
+
+
+def mcncl(name: str) -> tuple[bytes, dict[str, str]]:
+    """(data, attributes) as mcncl/buildkite-pubsub publishes them."""
+    sample = json.loads((FIXTURES / "pubsub" / f"mcncl.{name}.json").read_text())
+    return sample["data"].encode(), dict(sample["attributes"])
+
+
+def message(body: Mapping[str, Any]) -> tuple[bytes, dict[str, str]]:
+    """What the ingress publishes for ``body``."""
+    return to_message(body, str(body.get("event")))
+
+
+def envelope(
+    data: bytes | Mapping[str, Any],
+    attributes: Mapping[str, str] | None = None,
+    *,
+    message_id: str = "1000",
+    publish_time: str = "2025-06-12T03:40:00.000Z",
+) -> dict[str, Any]:
+    """A Pub/Sub push body. ``data`` may be a Buildkite body (then made into our message)."""
+    if not isinstance(data, bytes):
+        data, derived = message(data)
+        attributes = derived if attributes is None else attributes
+    return {
+        "message": {
+            "data": base64.b64encode(data).decode(),
+            "attributes": dict(attributes or {}),
+            "messageId": message_id,
+            "publishTime": publish_time,
+        },
+        "subscription": "projects/buildkite-fanout-test/subscriptions/test",
+    }
+
+
+def cloud_event(push: Mapping[str, Any]) -> Any:
+    """The CloudEvent Eventarc (and functions-framework, for a raw push) delivers."""
+    from cloudevents.http import CloudEvent
+
+    attributes = {
+        "id": push["message"].get("messageId", "1000"),
+        "source": "//pubsub.googleapis.com/projects/buildkite-fanout-test/topics/buildkite-events",
+        "type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "specversion": "1.0",
+        "time": push["message"].get("publishTime"),
+    }
+    return CloudEvent(attributes, dict(push))
+
+
+def load_function(name: str) -> ModuleType:
+    """Import ``functions/<name>/main.py`` under a unique module name."""
+    module_name = f"fn_{name.replace('-', '_')}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "functions" / name / "main.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def log_lines(captured: str) -> list[dict[str, Any]]:
+    """The structured JSON log lines in captured stdout."""
+    lines = []
+    for raw in captured.splitlines():
+        if raw.startswith("{"):
+            try:
+                lines.append(json.loads(raw))
+            except ValueError:
+                continue
+    return lines
+
+
+def outcomes(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """The ``outcome`` of every delivery logged since the last call."""
+    return [line["outcome"] for line in log_lines(capsys.readouterr().out) if "outcome" in line]
+
+
+def each_payload() -> Iterator[Any]:
+    """pytest params over every fixture payload, with readable ids."""
+    for name in payload_names():
+        yield pytest.param(name, id=name)
