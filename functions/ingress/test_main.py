@@ -1,0 +1,322 @@
+"""ingress through the real functions-framework app, publishing to the Pub/Sub emulator."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from buildkite_events.message import MAX_ATTRIBUTE_BYTES
+from buildkite_events.parse import parse_delivery
+from buildkite_events.signature import sign
+from tests.support import FIXTURES, ROOT, log_lines, payload, payload_bytes, payload_names
+
+TOKEN = "test-webhook-token-5f0c1d"
+SOURCE = ROOT / "functions" / "ingress" / "main.py"
+
+
+@pytest.fixture
+def topic(pubsub_emulator: Any, gcp_project: str) -> Iterator[tuple[str, str]]:
+    """A fresh topic and a pull subscription on it."""
+    from google.cloud import pubsub_v1
+
+    name = f"events-{uuid.uuid4().hex[:8]}"
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    topic_path = publisher.create_topic(name=publisher.topic_path(gcp_project, name)).name
+    sub_path = subscriber.create_subscription(
+        name=subscriber.subscription_path(gcp_project, name), topic=topic_path
+    ).name
+    yield name, sub_path
+    subscriber.close()
+
+
+@pytest.fixture
+def client(topic: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    import functions_framework
+
+    monkeypatch.setenv("BUILDKITE_WEBHOOK_TOKEN", TOKEN)
+    monkeypatch.setenv("PUBSUB_TOPIC", topic[0])
+    app = functions_framework.create_app(target="receive_webhook", source=str(SOURCE))
+    _loaded()._setup.cache_clear()  # each test is a fresh instance with its own env
+    return app.test_client()
+
+
+def _loaded() -> Any:
+    """The module functions-framework loaded from main.py."""
+    import sys
+
+    for module in list(sys.modules.values()):
+        if getattr(module, "__file__", None) == str(SOURCE):
+            return module
+    raise LookupError("ingress module not loaded")
+
+
+def _pull(subscription: str, expected: int = 1, timeout: float = 20.0) -> list[Any]:
+    from google.api_core.exceptions import DeadlineExceeded
+    from google.cloud import pubsub_v1
+
+    subscriber = pubsub_v1.SubscriberClient()
+    received: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(received) < expected and time.monotonic() < deadline:
+        wait = max(0.1, min(5.0, deadline - time.monotonic()))
+        try:
+            response = subscriber.pull(request={"subscription": subscription, "max_messages": 50}, timeout=wait)
+        except DeadlineExceeded:
+            continue
+        if response.received_messages:
+            subscriber.acknowledge(
+                request={"subscription": subscription, "ack_ids": [m.ack_id for m in response.received_messages]}
+            )
+            received += [m.message for m in response.received_messages]
+    subscriber.close()
+    return received
+
+
+def _signed(body: bytes, *, at: int | None = None, token: str = TOKEN) -> dict[str, str]:
+    return {"X-Buildkite-Signature": sign(body, token, int(time.time()) if at is None else at)}
+
+
+def _post(client: Any, body: bytes, headers: dict[str, str], event: str | None = None) -> Any:
+    if event is not None:
+        headers = {**headers, "X-Buildkite-Event": event}
+    return client.post("/", data=body, headers={"Content-Type": "application/json", **headers})
+
+
+@pytest.mark.parametrize("name", payload_names())
+def test_every_fixture_arrives_on_the_topic_with_its_attributes(client: Any, topic: tuple[str, str], name: str) -> None:
+    body = payload_bytes(name)
+    sent = json.loads(body)
+    response = _post(client, body, _signed(body), sent["event"])
+    assert response.status_code == 200, response.get_json()
+    message_id = response.get_json()["message_id"]
+
+    (message,) = _pull(topic[1])
+    assert message.message_id == message_id
+    attributes = dict(message.attributes)
+    assert attributes["event_type"] == sent["event"]
+    assert attributes["origin"] == "buildkite-webhook"
+    assert all(value for value in attributes.values())
+    data = json.loads(message.data)
+    assert data["event_type"] == sent["event"]
+    for key, value in sent.items():
+        if key != "build":
+            assert data[key] == value
+    if "build" in sent:
+        build = sent["build"]
+        assert attributes["build_state"] == build["state"]
+        assert attributes["build_number"] == str(build["number"])
+        assert attributes["branch"] == build["branch"]
+        assert attributes["pipeline"] == sent["pipeline"]["slug"] == data["build"]["pipeline"]
+        assert {k: v for k, v in data["build"].items() if k not in ("pipeline", "organization")} == build
+    if sent["event"].startswith("build."):
+        assert attributes["blocked"] == str(sent["build"]["blocked"]).lower()
+    if sent["event"].startswith("job."):
+        assert (attributes["job_state"], attributes["job_type"]) == (sent["job"]["state"], sent["job"]["type"])
+    assert parse_delivery({"message": {"data": base64.b64encode(message.data).decode(), "messageId": "1"}}).key
+
+
+def test_plain_token_is_accepted(client: Any, topic: tuple[str, str]) -> None:
+    body = payload_bytes("ping")
+    response = _post(client, body, {"X-Buildkite-Token": TOKEN}, "ping")
+    assert response.status_code == 200
+    assert len(_pull(topic[1])) == 1
+
+
+def test_external_signature_vector_is_accepted(client: Any, topic: tuple[str, str], monkeypatch: Any) -> None:
+    """go-buildkite's published vector, byte for byte (a huge tolerance: it is from 2022)."""
+    vector = json.loads((FIXTURES / "signatures" / "vectors.json").read_text())[0]
+    body = (FIXTURES / vector["body_file"]).read_bytes()
+    monkeypatch.setenv("BUILDKITE_WEBHOOK_TOKEN", vector["token"])
+    monkeypatch.setenv("SIGNATURE_TOLERANCE_SECONDS", str(int(time.time()) - vector["timestamp"] + 60))
+    _loaded()._setup.cache_clear()
+    response = _post(client, body, {"X-Buildkite-Signature": vector["expected_header"]}, "ping")
+    assert response.status_code == 200, response.get_json()
+    assert len(_pull(topic[1])) == 1
+
+
+UNAUTHORIZED = {"error": "invalid or missing Buildkite token or signature"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-Buildkite-Token": "wrong"},
+        {"X-Buildkite-Token": ""},
+        {"X-Buildkite-Token": TOKEN + " "},
+        {"X-Buildkite-Signature": "timestamp=1,signature=00"},
+        {"X-Buildkite-Signature": "garbage"},
+        {"X-Buildkite-Signature": "x" * 10_000},
+    ],
+    ids=["none", "wrong-token", "empty-token", "token-with-space", "bad-signature", "garbage", "huge-header"],
+)
+def test_bad_or_missing_auth_is_401_with_one_body(client: Any, topic: tuple[str, str], headers: dict[str, str]) -> None:
+    response = _post(client, payload_bytes("ping"), headers, "ping")
+    assert response.status_code == 401
+    assert response.get_json() == UNAUTHORIZED
+    assert _pull(topic[1], timeout=1) == []
+
+
+@pytest.mark.parametrize("skew", [-301, 301, -86_400, 10**9])
+def test_stale_or_future_signatures_are_401(client: Any, skew: int) -> None:
+    body = payload_bytes("ping")
+    response = _post(client, body, _signed(body, at=int(time.time()) + skew), "ping")
+    assert response.status_code == 401
+    assert response.get_json() == UNAUTHORIZED
+
+
+def test_a_replayed_signature_after_the_window_is_401(client: Any, monkeypatch: Any) -> None:
+    body = payload_bytes("ping")
+    headers = _signed(body, at=int(time.time()) - 120)
+    assert _post(client, body, headers, "ping").status_code == 200
+    monkeypatch.setenv("SIGNATURE_TOLERANCE_SECONDS", "60")  # the window has passed
+    _loaded()._setup.cache_clear()
+    assert _post(client, body, headers, "ping").status_code == 401
+
+
+def test_signature_over_a_tampered_body_is_401(client: Any) -> None:
+    body = payload_bytes("build.finished.failed")
+    headers = _signed(body)
+    tampered = body.replace(b'"failed"', b'"passed"')
+    assert _post(client, tampered, headers, "build.finished").status_code == 401
+
+
+def test_signature_signed_with_another_token_is_401(client: Any) -> None:
+    body = payload_bytes("ping")
+    assert _post(client, body, _signed(body, token="another-token"), "ping").status_code == 401
+
+
+def test_require_signature_rejects_plain_tokens(client: Any, monkeypatch: Any) -> None:
+    monkeypatch.setenv("BUILDKITE_REQUIRE_SIGNATURE", "true")
+    _loaded()._setup.cache_clear()
+    body = payload_bytes("ping")
+    assert _post(client, body, {"X-Buildkite-Token": TOKEN}, "ping").status_code == 401
+    assert _post(client, body, _signed(body), "ping").status_code == 200
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+def test_non_post_is_405(client: Any, method: str) -> None:
+    response = client.open("/", method=method, headers={"X-Buildkite-Token": TOKEN})
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+
+
+def test_bodies_over_the_limit_are_413_before_auth(client: Any, topic: tuple[str, str]) -> None:
+    body = b'{"event": "ping", "pad": "' + b"x" * (10 * 1024 * 1024) + b'"}'
+    response = _post(client, body, _signed(body), "ping")
+    assert response.status_code == 413
+    assert _pull(topic[1], timeout=1) == []
+
+
+def test_body_limit_is_configurable(client: Any, monkeypatch: Any) -> None:
+    monkeypatch.setenv("MAX_BODY_BYTES", "100")
+    _loaded()._setup.cache_clear()
+    body = payload_bytes("ping")
+    assert _post(client, body, _signed(body), "ping").status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\xff\xfe{}", "UTF-8"),
+        (b"{not json", "JSON"),
+        (b"", "JSON"),
+        (b"[1, 2, 3]", "object"),
+        (b'"ping"', "object"),
+        (b'{"build": {}}', "event"),
+        (b'{"event": ""}', "event"),
+        (b'{"event": 42}', "event"),
+        (b"[" * 100_000 + b"]" * 100_000, "JSON"),
+        (b'{"event": "ping", "n": 1' + b"0" * 5000 + b"}", "JSON"),
+    ],
+    ids=[
+        "not-utf8",
+        "not-json",
+        "empty",
+        "array",
+        "string",
+        "no-event",
+        "empty-event",
+        "event-not-string",
+        "deep",
+        "bigint",
+    ],
+)
+def test_malformed_bodies_are_400_with_a_reason(client: Any, topic: tuple[str, str], body: bytes, reason: str) -> None:
+    response = _post(client, body, _signed(body))
+    assert response.status_code == 400
+    assert reason in response.get_json()["error"]
+    assert _pull(topic[1], timeout=1) == []
+
+
+def test_event_header_disagreeing_with_body_is_400(client: Any) -> None:
+    body = payload_bytes("build.finished.failed")
+    response = _post(client, body, _signed(body), "build.running")
+    assert response.status_code == 400
+    assert "disagree" in response.get_json()["error"]
+
+
+def test_unknown_future_events_are_published(client: Any, topic: tuple[str, str]) -> None:
+    body = json.dumps({"event": "pipeline.teleported", "pipeline": {"slug": "p"}, "extra": [1, {"a": None}]}).encode()
+    response = _post(client, body, _signed(body), "pipeline.teleported")
+    assert response.status_code == 200
+    (message,) = _pull(topic[1])
+    assert message.attributes["event_type"] == "pipeline.teleported"
+    assert json.loads(message.data)["extra"] == [1, {"a": None}]
+
+
+def test_long_branch_names_are_truncated_in_attributes_not_in_data(client: Any, topic: tuple[str, str]) -> None:
+    sent = payload("build.finished.failed")
+    sent["build"]["branch"] = "feature/" + "ü" * 5_000
+    body = json.dumps(sent, ensure_ascii=False).encode()
+    assert _post(client, body, _signed(body), "build.finished").status_code == 200
+    (message,) = _pull(topic[1])
+    branch = message.attributes["branch"]
+    assert len(branch.encode()) <= MAX_ATTRIBUTE_BYTES
+    assert sent["build"]["branch"].startswith(branch)
+    assert json.loads(message.data)["build"]["branch"] == sent["build"]["branch"]
+
+
+def test_publish_failure_is_503(client: Any, monkeypatch: Any) -> None:
+    monkeypatch.setenv("PUBSUB_TOPIC", "no-such-topic")
+    _loaded()._setup.cache_clear()
+    body = payload_bytes("ping")
+    response = _post(client, body, _signed(body), "ping")
+    assert response.status_code == 503
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_missing_token_configuration_is_503_and_named_in_logs(client: Any, monkeypatch: Any, capsys: Any) -> None:
+    monkeypatch.delenv("BUILDKITE_WEBHOOK_TOKEN")
+    _loaded()._setup.cache_clear()
+    capsys.readouterr()
+    assert _post(client, payload_bytes("ping"), {"X-Buildkite-Token": "x"}, "ping").status_code == 503
+    assert any("BUILDKITE_WEBHOOK_TOKEN" in line["message"] for line in log_lines(capsys.readouterr().out))
+
+
+def test_the_token_never_appears_in_logs_or_answers(client: Any, capsys: Any) -> None:
+    body = payload_bytes("ping")
+    answers = [
+        _post(client, body, {"X-Buildkite-Token": TOKEN}, "ping"),
+        _post(client, body, {"X-Buildkite-Token": TOKEN + "x"}, "ping"),
+        _post(client, b"{", {"X-Buildkite-Token": TOKEN}),
+    ]
+    output = capsys.readouterr()
+    assert [a.status_code for a in answers] == [200, 401, 400]
+    for text in (output.out, output.err, *(a.get_data(as_text=True) for a in answers)):
+        assert TOKEN not in text
+
+
+def test_manifest_describes_this_function() -> None:
+    import yaml
+
+    manifest = yaml.safe_load(Path(SOURCE.parent / "function.yaml").read_text())
+    assert manifest["entry_point"] == "receive_webhook"
+    assert manifest["trigger"] == "http"
+    assert "BUILDKITE_WEBHOOK_TOKEN" in manifest["secrets"]
