@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from buildkite_events.message import MAX_ATTRIBUTE_BYTES
 from buildkite_events.parse import parse_delivery
 from buildkite_events.signature import sign
