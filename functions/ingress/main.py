@@ -71,7 +71,7 @@ def _receive(request: flask.Request, config: Config, publisher: Publisher) -> fl
         return _answer(401, "invalid or missing Buildkite token or signature")
 
     try:
-        payload = json.loads(body.decode("utf-8"))
+        payload = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
     except UnicodeDecodeError:
         return _answer(400, "body is not valid UTF-8")
     except (ValueError, RecursionError):
@@ -101,6 +101,10 @@ def _receive(request: flask.Request, config: Config, publisher: Publisher) -> fl
         **_ids(attributes),
     )
     return _answer(200, None, message_id=message_id)
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # Python accepts NaN/Infinity; JSON (and consumers) do not
 
 
 def _ids(attributes: dict[str, str]) -> dict[str, str]:

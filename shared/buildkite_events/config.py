@@ -46,8 +46,9 @@ def _convert(raw: str, kind: Any, name: str) -> Any:
             return kind(raw.strip())
         except ValueError:
             raise ConfigError(f"{name} must be a number") from None
-    if origin is tuple:  # comma-separated list
-        return tuple(item.strip() for item in raw.split(",") if item.strip())
+    if origin is tuple:  # comma-separated list of the declared item type
+        item_type = typing.get_args(kind)[0]
+        return tuple(_convert(item.strip(), item_type, name) for item in raw.split(",") if item.strip())
     if origin in (typing.Union, types.UnionType):
         inner = [arg for arg in typing.get_args(kind) if arg is not type(None)]
         return None if raw == "" else _convert(raw, inner[0], name)

@@ -14,17 +14,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
+from types import MappingProxyType
 from typing import Any
 
-from .timeutil import isoformat, parse_time, seconds_between
+from .timeutil import parse_time, seconds_between
 
 _ORG_IN_URL = re.compile(r"/organizations/([^/?#]+)")
 _ORG_IN_WEB_URL = re.compile(r"^https?://[^/]+/([^/?#]+)/")
+_INTEGER = re.compile(r"\s*-?[0-9]{1,18}\s*")  # ASCII digits only: str.isdigit() accepts "²"
 _TERMINAL_BUILD_STATES = frozenset({"passed", "failed", "canceled", "skipped", "not_run"})
 
 
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
 def _obj(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    """JSON objects are dicts; anything else reads as empty."""
+    return value if isinstance(value, dict) else _EMPTY
 
 
 def _str(value: Any) -> str | None:
@@ -43,7 +49,7 @@ def _int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 20:
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
         return int(value)
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -272,6 +278,7 @@ class Job:
     created_at: datetime | None
     scheduled_at: datetime | None
     runnable_at: datetime | None
+    unblocked_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
 
@@ -297,6 +304,7 @@ class Job:
             created_at=parse_time(data.get("created_at")),
             scheduled_at=parse_time(data.get("scheduled_at")),
             runnable_at=parse_time(data.get("runnable_at")),
+            unblocked_at=parse_time(data.get("unblocked_at")),
             started_at=parse_time(data.get("started_at")),
             finished_at=parse_time(data.get("finished_at")),
         )
@@ -351,9 +359,9 @@ class BuildkiteEvent:
 
     @cached_property
     def pipeline_slug(self) -> str | None:
-        pipeline = self.pipeline
-        if pipeline and pipeline.slug:
-            return pipeline.slug
+        slug = _str(_obj(self.data.get("pipeline")).get("slug"))
+        if slug:
+            return slug
         build_pipeline = _obj(self.data.get("build")).get("pipeline")
         return _str(build_pipeline) or _str(_obj(build_pipeline).get("slug"))
 
@@ -381,7 +389,8 @@ class BuildkiteEvent:
         stamps: list[datetime | None] = []
         if self.kind == "job" and self.job:
             job = self.job
-            stamps = [job.finished_at, job.started_at, job.runnable_at, job.scheduled_at, job.created_at]
+            stamps = [job.finished_at, job.started_at, job.unblocked_at, job.runnable_at, job.scheduled_at]
+            stamps.append(job.created_at)
         elif self.kind == "agent" and self.agent:
             agent = self.agent
             stamps = [agent.stopped_at, agent.lost_at, agent.disconnected_at, agent.connected_at]
@@ -396,20 +405,23 @@ class BuildkiteEvent:
 
         Event type + the object's id + its state + its timestamps: the same webhook
         redelivered gives the same key; a new transition of the same build gives a new one.
+        Read from the raw body (it is on every delivery's path: no typed objects needed).
         """
-        parts: list[Any] = [self.event_type]
-        build, job, agent = self.build, self.job, self.agent
-        if self.kind == "job" and job:
-            parts += ["job", job.id, job.state, job.retried, *map(isoformat, (job.started_at, job.finished_at))]
-        elif self.kind == "agent" and agent:
-            parts += ["agent", agent.id or agent.name, agent.connection_state]
-            parts += map(isoformat, (agent.connected_at, agent.disconnected_at, agent.lost_at, agent.stopped_at))
-        elif build:
-            parts += ["build", build.id or f"{self.pipeline_slug}#{build.number}", build.state, build.blocked]
-            parts += map(isoformat, (build.started_at, build.failing_at, build.finished_at))
+        kind, data = self.kind, self.data
+        job, agent, build = _obj(data.get("job")), _obj(data.get("agent")), _obj(data.get("build"))
+        if kind == "job" and job.get("id"):
+            parts = ["job", job.get("id"), job.get("state"), job.get("retried"), job.get("started_at")]
+            parts.append(job.get("finished_at"))
+        elif kind == "agent" and (agent.get("id") or agent.get("name")):
+            parts = ["agent", agent.get("id") or agent.get("name"), agent.get("connection_state")]
+            parts += [agent.get(k) for k in ("connected_at", "disconnected_at", "lost_at", "stopped_at")]
+        elif build.get("id") or build.get("number"):
+            identity = build.get("id") or f"{self.pipeline_slug}#{build.get('number')}"
+            parts = ["build", identity, build.get("state"), build.get("blocked")]
+            parts += [build.get(k) for k in ("started_at", "failing_at", "finished_at")]
         else:  # ping, cluster_token.*, future events: the body itself is the identity
-            parts += ["body", hashlib.sha256(_canonical(self.data)).hexdigest()]
-        return "|".join("" if p is None else str(p) for p in parts)
+            parts = ["body", _body_digest(data, self.payload)]
+        return "|".join([self.event_type, *("" if p is None else str(p) for p in parts)])
 
     @cached_property
     def key_hash(self) -> str:
@@ -417,20 +429,25 @@ class BuildkiteEvent:
         return hashlib.sha256(self.key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
     def log_fields(self) -> dict[str, Any]:
-        """Identifiers worth putting on every log line about this event."""
-        build = self.build
+        """Identifiers worth putting on every log line about this event (cheap: raw lookups)."""
+        build = _obj(self.data.get("build"))
         fields: dict[str, Any] = {
             "event_type": self.event_type,
             "event_key": self.key_hash,
             "message_id": self.message_id,
-            "organization": self.organization,
+            "organization": self.attributes.get("organization") or self.organization,
             "pipeline": self.pipeline_slug,
-            "build_number": build.number if build else None,
-            "build_id": build.id if build else None,
+            "build_number": _int(build.get("number")) or None,
+            "build_id": _str(build.get("id")),
         }
         return {k: v for k, v in fields.items() if v is not None}
 
 
-def _canonical(data: Mapping[str, Any]) -> bytes:
+def _body_digest(data: Mapping[str, Any], payload: bytes) -> str:
+    """Hash of the body however it arrived (our message adds only ``event_type``)."""
     body = {k: v for k, v in data.items() if k != "event_type"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8", "surrogatepass")
+    try:
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    except (RecursionError, ValueError):  # nesting json.loads accepts but dumps cannot redo
+        return hashlib.sha256(payload).hexdigest()
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()

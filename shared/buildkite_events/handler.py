@@ -27,6 +27,7 @@ from functools import wraps
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from flask import has_request_context, request  # functions-framework has loaded Flask already
 from werkzeug.exceptions import InternalServerError
 
 from .config import load_config, secret_values
@@ -60,6 +61,7 @@ class _Instance(Generic[C]):
     _filter: Filter | None = None
     _config: C | None = None
     _store: Any = field(default=None, repr=False)
+    project: str | None = field(default_factory=lambda: os.environ.get("GOOGLE_CLOUD_PROJECT"))
 
     @property
     def manifest(self) -> Manifest:
@@ -93,23 +95,37 @@ class _Instance(Generic[C]):
         return self._store
 
 
-def pubsub_handler(config: type[C] | None = None) -> Callable[[Handler[C]], Callable[[Any], None]]:
-    """Wrap ``handler(event, config)`` with the ack/nack contract (see the module doc)."""
+def pubsub_handler(
+    config: type[C] | None = None, *, manifest: Path | None = None
+) -> Callable[[Handler[C]], Callable[[Any], None]]:
+    """Wrap ``handler(event, config)`` with the ack/nack contract (see the module doc).
+
+    The manifest is the ``function.yaml`` beside the handler's file unless given.
+    """
 
     def decorate(handler: Handler[C]) -> Callable[[Any], None]:
-        instance: _Instance[C] = _Instance(Path(inspect.getfile(handler)).with_name(MANIFEST_NAME), config)
+        path = manifest or Path(inspect.getfile(handler)).with_name(MANIFEST_NAME)
+        instance: _Instance[C] = _Instance(path, config)
 
         @wraps(handler)
         def entry(delivery: Any) -> None:
             configure_logging()
             started = time.perf_counter()
-            manifest = instance.manifest
-            trace = trace_field(_request_headers(), os.environ.get("GOOGLE_CLOUD_PROJECT"))
-            with log_context(function=manifest.name, **trace):
-                outcome, detail, fields = _deliver(instance, handler, delivery)
-                elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-                line = f"{outcome}: {detail}" if detail else outcome
-                log(_LEVELS.get(outcome, logging.ERROR), line, outcome=outcome, duration_ms=elapsed_ms, **fields)
+            fields = {"function": instance.manifest.name}
+            if has_request_context():
+                fields.update(trace_field(request.headers, instance.project))
+            detail: str | None
+            try:
+                event = parse_delivery(delivery)
+            except InvalidEvent as err:
+                outcome, detail = "invalid", str(err)
+            else:
+                fields.update(event.log_fields())
+                with log_context(**fields):  # lines the handler itself logs carry the same identifiers
+                    outcome, detail = _handle(instance, handler, event)
+            line = f"{outcome}: {detail}" if detail else outcome
+            elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+            log(_LEVELS.get(outcome, logging.ERROR), line, outcome=outcome, duration_ms=elapsed_ms, **fields)
             if outcome not in _ACKED:
                 raise Nack(description=redact(line)[:500])
 
@@ -117,18 +133,6 @@ def pubsub_handler(config: type[C] | None = None) -> Callable[[Handler[C]], Call
         return entry
 
     return decorate
-
-
-def _deliver(instance: _Instance[C], handler: Handler[C], delivery: Any) -> tuple[str, str | None, dict[str, Any]]:
-    """Run one delivery; return (outcome, detail, event log fields). Never raises."""
-    try:
-        event = parse_delivery(delivery)
-    except InvalidEvent as err:
-        return "invalid", str(err), {}
-    fields = event.log_fields()
-    with log_context(**fields):
-        outcome, detail = _handle(instance, handler, event)
-    return outcome, detail, fields
 
 
 def _handle(instance: _Instance[C], handler: Handler[C], event: BuildkiteEvent) -> tuple[str, str | None]:
@@ -227,12 +231,3 @@ def _retrying(budget: float) -> Callable[[Callable[[], Any]], Any]:
         reraise=True,
     )
     return lambda call: retrying(call)
-
-
-def _request_headers() -> Any:
-    try:
-        import flask
-
-        return flask.request.headers if flask.has_request_context() else None
-    except ImportError:  # pragma: no cover - functions-framework always brings Flask
-        return None

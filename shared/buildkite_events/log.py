@@ -24,26 +24,35 @@ _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 )
 _secrets: list[str] = []
 REDACTED = "[REDACTED]"
+_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode  # built once: json.dumps(**opts) builds one per call
 
 logger = logging.getLogger("buildkite_fanout")
 
 
+def _line(severity: str, message: str, created: float, fields: Mapping[str, Any] | None) -> str:
+    entry: dict[str, Any] = {
+        "severity": severity,
+        "message": message,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z",
+    }
+    entry.update(_context.get())
+    if fields:
+        entry.update(fields)
+    line = _encode(entry)
+    return redact(line) if _secrets else line
+
+
 class JsonFormatter(logging.Formatter):
+    """For records logged through the standard ``logging`` API on our logger."""
+
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "severity": record.levelname if record.levelname != "WARN" else "WARNING",
-            "message": record.getMessage(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "logger": record.name,
-        }
-        entry.update(_context.get())
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            entry.update(fields)
+        fields = dict(getattr(record, "fields", None) or {})
+        fields["logger"] = record.name
         if record.exc_info and record.exc_info[1] is not None:
             err = record.exc_info[1]
-            entry["error"] = f"{type(err).__name__}: {err}"
-        return redact(json.dumps(entry, ensure_ascii=False, default=str))
+            fields["error"] = f"{type(err).__name__}: {err}"
+        severity = "WARNING" if record.levelname == "WARN" else record.levelname
+        return _line(severity, record.getMessage(), record.created, fields)
 
 
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -56,12 +65,13 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def configure_logging() -> None:
     """Idempotent: one JSON handler on our logger, nothing else touched."""
-    if any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
+    if logger.handlers:
         return
     handler = _StdoutHandler()
     handler.setFormatter(JsonFormatter())
     logger.addHandler(handler)
-    logger.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+    level = logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").strip().upper())
+    logger.setLevel(level if isinstance(level, int) else logging.INFO)  # an unknown name: keep INFO
     logger.propagate = False
 
 
@@ -74,6 +84,9 @@ def register_secrets(values: Iterable[str]) -> None:
             candidates.append(parts.path + ("?" + parts.query if parts.query else ""))
             if parts.query:
                 candidates.append(parts.query)
+        # Lines are redacted after JSON encoding: match the escaped form too (PEM keys have newlines).
+        candidates += [json.dumps(c, ensure_ascii=False)[1:-1] for c in candidates]
+        candidates += [json.dumps(c)[1:-1] for c in candidates]
         for candidate in candidates:
             if len(candidate) >= 6 and candidate not in _secrets:
                 _secrets.append(candidate)
@@ -115,4 +128,9 @@ def log_context(**fields: Any) -> Iterator[None]:
 
 
 def log(level: int, message: str, **fields: Any) -> None:
-    logger.log(level, message, extra={"fields": fields})
+    """One JSON line on stdout. Written directly: it runs for every delivery, and a
+    ``logging.LogRecord`` round trip costs more than the rest of the plumbing."""
+    if level < (logger.level or logging.INFO):
+        return
+    sys.stdout.write(_line(logging.getLevelName(level), message, time.time(), fields) + "\n")
+    sys.stdout.flush()  # Cloud Logging reads lines as they come; stdout is block-buffered in a pipe

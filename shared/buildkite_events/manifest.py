@@ -6,6 +6,7 @@ The JSON schema beside this module (``manifest.schema.json``) documents every ke
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -60,12 +61,35 @@ def parse_manifest(raw: dict[str, Any], path: Path | None = None) -> Manifest:
 
 
 @cache
-def load_manifest(path: Path) -> Manifest:
+def _loader() -> Any:
+    """A safe loader with YAML 1.2 booleans (only true/false), as Terraform's yamldecode reads.
+
+    YAML 1.1 would read ``on:``, ``yes`` or ``off`` as booleans, so the same manifest would
+    mean different things to the function and to Terraform.
+    """
     import yaml  # only on the first delivery of an instance
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+        pass
+
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    )
+    return Loader
+
+
+@cache
+def load_manifest(path: Path) -> Manifest:
     with open(path, encoding="utf-8") as handle:
-        raw = yaml.load(handle, Loader=loader)  # noqa: S506 - a safe loader
+        loader = _loader()(handle)
+        try:
+            raw = loader.get_single_data()
+        finally:
+            loader.dispose()
     if not isinstance(raw, dict):
         raise ValueError(f"{path} is not a mapping")
     return parse_manifest(raw, path)

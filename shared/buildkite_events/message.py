@@ -20,7 +20,8 @@ MAX_ATTRIBUTE_BYTES = 1024  # Pub/Sub's limit for an attribute value
 def build_message_data(
     body: Mapping[str, Any], event_type: str, *, organization: str | None, pipeline_slug: str | None
 ) -> dict[str, Any]:
-    data: dict[str, Any] = {"event_type": event_type, **body}
+    # The verified event name wins over any "event_type" key the body may carry.
+    data: dict[str, Any] = {"event_type": event_type, **{k: v for k, v in body.items() if k != "event_type"}}
     build = body.get("build")
     if isinstance(build, Mapping):
         build = dict(build)

@@ -25,22 +25,24 @@ MAX_EVENT_TYPE_LENGTH = 128
 
 def parse_delivery(delivery: Any) -> BuildkiteEvent:
     """Return the event inside ``delivery`` or raise ``InvalidEvent`` with a reason."""
+    received = b""  # a raw body's bytes, kept as they came
     if isinstance(delivery, str):
         delivery = delivery.encode("utf-8", "surrogatepass")
     if isinstance(delivery, bytes | bytearray):
-        delivery = _json_object(delivery, "request body")
+        received = bytes(delivery)
+        delivery = _json_object(received, "request body")
     elif not isinstance(delivery, Mapping) and hasattr(delivery, "get_attributes") and hasattr(delivery, "data"):
         delivery = _cloud_event_envelope(delivery)
     if not isinstance(delivery, Mapping):
         raise InvalidEvent(f"unsupported delivery of type {type(delivery).__name__}")
 
     message: Mapping[str, Any] | None = None
-    if isinstance(delivery.get("message"), Mapping):  # push envelope / CloudEvent data
+    if isinstance(delivery.get("message"), dict):  # push envelope / CloudEvent data
         message = delivery["message"]
     elif "data" in delivery and ("attributes" in delivery or "messageId" in delivery or "message_id" in delivery):
         message = delivery  # a bare PubsubMessage
     if message is None:
-        return _event_from_body(dict(delivery), payload=b"", attributes={}, message_id=None, publish_time=None)
+        return _event_from_body(dict(delivery), payload=received, attributes={}, message_id=None, publish_time=None)
 
     attributes = _attributes(message.get("attributes"))
     payload = _decode_data(message.get("data"))
@@ -59,7 +61,8 @@ def _cloud_event_envelope(event: Any) -> Any:
     """A CloudEvent's data is the push envelope; fall back to its id/time for the message."""
     data = event.data
     if isinstance(data, bytes | bytearray | str):
-        data = _json_object(data if isinstance(data, bytes | bytearray) else data.encode(), "CloudEvent data")
+        raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+        data = _json_object(raw, "CloudEvent data")
     if not isinstance(data, Mapping) or not isinstance(data.get("message"), Mapping):
         raise InvalidEvent("CloudEvent carries no Pub/Sub message")
     message = dict(data["message"])
@@ -80,7 +83,7 @@ def _decode_data(data: Any) -> bytes:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         try:  # some senders use the URL-safe alphabet
-            return base64.urlsafe_b64decode(data)
+            return base64.b64decode(data, altchars=b"-_", validate=True)
         except (binascii.Error, ValueError):
             raise InvalidEvent("Pub/Sub message data is not valid base64") from None
 
@@ -102,7 +105,7 @@ def _json_object(raw: bytes | bytearray, what: str) -> dict[str, Any]:
 
 
 def _attributes(value: Any) -> dict[str, str]:
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):
         return {}
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
 
@@ -116,7 +119,7 @@ def _event_from_body(
     publish_time: Any,
 ) -> BuildkiteEvent:
     fmt = "buildkite"
-    if isinstance(body.get("raw_payload"), Mapping) and "event_type" in body:
+    if isinstance(body.get("raw_payload"), dict) and "event_type" in body:
         body, fmt = _from_mcncl(body), "mcncl"
     event_type = body.get("event_type") or body.get("event") or attributes.get("event_type")
     if not isinstance(event_type, str) or not event_type.strip():
@@ -128,12 +131,19 @@ def _event_from_body(
     return BuildkiteEvent(
         event_type=event_type.strip(),
         data=body,
-        payload=payload or encode_data(body),
+        payload=payload or _encode(body),
         attributes=attributes,
         message_id=message_id,
         publish_time=publish_time,
         format=fmt,
     )
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    try:
+        return encode_data(body)
+    except (RecursionError, ValueError):  # nesting json.loads allowed but json.dumps cannot redo
+        raise InvalidEvent("event body is nested too deeply to handle") from None
 
 
 def _from_mcncl(message: dict[str, Any]) -> dict[str, Any]:

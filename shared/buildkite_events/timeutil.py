@@ -18,11 +18,11 @@ def parse_time(value: Any) -> datetime | None:
         text = text[:-4] + "+00:00"
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: an offset pushing past year 1 or 9999
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    parsed = parsed.astimezone(UTC)
     return None if parsed.year <= _ZERO_YEAR else parsed
 
 
