@@ -1,0 +1,341 @@
+"""jira-update: comment on the Jira issues a finished build mentions, and move them on failure.
+
+Issue keys come from the commit message and the branch name, restricted to projects that
+exist (``JIRA_PROJECTS``, or the projects the credentials can see). Each comment ends with
+a visible marker naming the build and its outcome; before commenting, the issue's
+comments are searched for it, so a redelivered or retried message never comments twice,
+even when an earlier attempt got through only some of its keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import functions_framework
+
+from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, TransientError, env, pubsub_handler
+from buildkite_events.log import log
+from buildkite_events.timeutil import format_duration
+
+if TYPE_CHECKING:
+    from jira import JIRA
+
+T = TypeVar("T")
+
+# Look like issue keys, never are: character sets, hashes, standards, advisories.
+NOT_PROJECTS = frozenset({"UTF", "UCS", "SHA", "MD", "ISO", "IEC", "RFC", "CVE", "CWE", "GHSA", "AES", "RSA", "TLS"})
+TERMINAL = ("passed", "failed", "canceled", "skipped", "not_run")
+MARKER_PREFIX = "buildkite-fanout:"
+PAGE_SIZE = 100
+MAX_COMMENT_PAGES = 100  # 10,000 comments: far beyond any issue a build should comment on
+PROJECTS_TTL_SECONDS = 3600.0
+_KEY = re.compile(r"(?<![A-Za-z0-9_])([A-Z][A-Z0-9_]{1,19})-([1-9][0-9]{0,8})(?![0-9A-Za-z])")
+_PROJECT = re.compile(r"^[A-Z][A-Z0-9_]{1,19}$")
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_WIKI_SPECIAL = re.compile(r"([\\\[\]{}|!*_^~+?#])")
+_WEB_URL = re.compile(r"^https?://[^\s|\[\]{}]+$")
+_ICONS = {"passed": "(/)", "failed": "(x)", "canceled": "(!)"}
+
+
+@dataclass(frozen=True)
+class Config:
+    server: str = env("JIRA_SERVER")
+    token: str = env("JIRA_TOKEN", secret=True)
+    user: str = env("JIRA_USER", default="")
+    projects: tuple[str, ...] = env("JIRA_PROJECTS", default=())
+    failure_transition: str = env("JIRA_FAILURE_TRANSITION", default="Needs Review")
+    max_issues: int = env("JIRA_MAX_ISSUES", default=20)
+    max_retries: int = env("JIRA_MAX_RETRIES", default=2)
+    timeout_seconds: float = env("JIRA_TIMEOUT_SECONDS", default=10.0)
+
+    def __post_init__(self) -> None:
+        if not self.server.startswith(("https://", "http://")):
+            raise ValueError("JIRA_SERVER must be an http(s) URL, e.g. https://your-company.atlassian.net")
+        projects = tuple(p.strip().upper() for p in self.projects if p.strip())
+        bad = [p for p in projects if not _PROJECT.match(p)]
+        if bad:
+            raise ValueError(f"JIRA_PROJECTS holds {', '.join(bad)}, which are not Jira project keys")
+        object.__setattr__(self, "projects", projects)
+        if self.max_issues < 1 or not 0 <= self.max_retries <= 5:
+            raise ValueError("JIRA_MAX_ISSUES must be at least 1 and JIRA_MAX_RETRIES between 0 and 5")
+
+
+class JiraFailure(Exception):
+    """One Jira call failed; ``kind`` decides what happens to the message."""
+
+    def __init__(self, kind: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind  # missing | auth | forbidden | rejected | transient
+        self.retry_after = retry_after
+
+
+@functions_framework.cloud_event
+@pubsub_handler(Config)
+def update_jira_tickets(event: BuildkiteEvent, config: Config) -> str:
+    build = event.build
+    if build is None or build.number is None:
+        raise InvalidEvent(f"{event.event_type} carries no build")
+    if build.is_blocked:
+        return f"build #{build.number} is blocked on a block step, not finished: no comment yet"
+    if build.state not in TERMINAL:
+        return f"build #{build.number} is {build.state!r}, not finished: no comment"
+    candidates = candidate_keys(build.message, build.branch)
+    if not candidates:
+        return "no Jira issue keys in the commit message or branch"
+    jira = _jira(config)
+    projects = known_projects(jira, config)
+    keys = issue_keys(candidates, projects, trusted=bool(config.projects))
+    if not keys:
+        return f"no keys of known Jira projects among {', '.join(candidates[:10])}"
+    if len(keys) > config.max_issues:
+        log(logging.WARNING, f"{len(keys)} issue keys; updating the first {config.max_issues} (JIRA_MAX_ISSUES)")
+        keys = keys[: config.max_issues]
+    return update_issues(jira, keys, event, config)
+
+
+def update_issues(jira: JIRA, keys: list[str], event: BuildkiteEvent, config: Config) -> str:
+    """Every key is tried; then one failing key nacks the message (done keys are skipped on retry)."""
+    results: list[str] = []
+    failures: list[JiraFailure] = []
+    for key in keys:
+        try:
+            results.append(f"{key} {update_issue(jira, key, event, config)}")
+        except JiraFailure as failure:
+            if failure.kind == "auth":  # the credentials: every other key would fail the same way
+                raise ConfigError(f"Jira rejected the credentials (401) at {key}: {failure}") from None
+            if failure.kind == "missing":
+                log(logging.WARNING, f"skipping {key}: {failure}")
+                results.append(f"{key} not found")
+                continue
+            if failure.kind == "rejected":
+                log(logging.WARNING, f"Jira refused the comment on {key}: {failure}")
+                results.append(f"{key} refused ({failure})")
+                continue
+            failures.append(failure)
+            results.append(f"{key} failed ({failure})")
+    summary = "; ".join(results)
+    transient = [f for f in failures if f.kind == "transient"]
+    if transient:
+        waits = [f.retry_after for f in transient if f.retry_after]
+        raise TransientError(summary, retry_after=max(waits) if waits else None)
+    if failures:
+        raise ConfigError(f"Jira denied access (403): {summary}")
+    return summary
+
+
+def update_issue(jira: JIRA, key: str, event: BuildkiteEvent, config: Config) -> str:
+    """Comment once per build outcome; on failure move the issue first (so a found marker means both done)."""
+    issue = _call(jira.issue, key, fields="summary,status")
+    key = str(getattr(issue, "key", None) or key)  # a moved issue answers with its new key
+    marker = build_marker(event)
+    if has_marker(jira, key, marker):
+        return "already commented"
+    moved = None
+    build = event.build
+    if build and build.state == "failed" and config.failure_transition.strip():
+        moved = move(jira, issue, key, config.failure_transition.strip())
+    _call(jira.add_comment, key, comment_body(event, marker, moved))
+    return f"commented, moved to {moved}" if moved else "commented"
+
+
+def move(jira: JIRA, issue: Any, key: str, wanted: str) -> str | None:
+    """Do the transition named ``wanted`` (or leading to a status of that name); None if there is none."""
+    status = getattr(getattr(getattr(issue, "fields", None), "status", None), "name", None)
+    if isinstance(status, str) and status.lower() == wanted.lower():
+        log(logging.INFO, f"{key} is already in {status}")
+        return None
+    transitions = _call(jira.transitions, key)
+    for transition in transitions:
+        target = (transition.get("to") or {}).get("name") or ""
+        if wanted.lower() in (str(transition.get("name", "")).lower(), str(target).lower()):
+            try:
+                _call(jira.transition_issue, key, str(transition["id"]))
+            except JiraFailure as failure:
+                if failure.kind != "rejected":
+                    raise
+                log(logging.WARNING, f"Jira refused the transition {transition.get('name')!r} on {key}: {failure}")
+                return None
+            return str(target or transition.get("name"))
+    names = ", ".join(repr(t.get("name")) for t in transitions) or "none"
+    log(logging.INFO, f"no transition {wanted!r} available on {key} (status {status!r}; available: {names})")
+    return None
+
+
+def has_marker(jira: JIRA, key: str, marker: str) -> bool:
+    """Search the issue's comments, newest first, page by page, for ``marker``."""
+    start = 0
+    for _ in range(MAX_COMMENT_PAGES):
+        params = {"startAt": start, "maxResults": PAGE_SIZE, "orderBy": "-created"}
+        # _get_json keeps the page's "total" that jira.comments() drops.
+        page = _call(jira._get_json, f"issue/{key}/comment", params=params)
+        comments = (page.get("comments") or []) if isinstance(page, dict) else []
+        if any(marker in _text(comment.get("body")) for comment in comments if isinstance(comment, dict)):
+            return True
+        start += len(comments)
+        total = page.get("total") if isinstance(page, dict) else None
+        if not comments or (isinstance(total, int) and start >= total):
+            return False
+    log(logging.WARNING, f"{key} has over {start} comments; stopped looking for an earlier one from this build")
+    return False
+
+
+def _text(body: Any) -> str:
+    if isinstance(body, str):
+        return body
+    import json
+
+    return json.dumps(body)  # an Atlassian Document Format body: the marker is still in its text nodes
+
+
+# -- keys -----------------------------------------------------------------------------------
+
+
+def candidate_keys(message: str | None, branch: str | None) -> list[str]:
+    """Keys in the commit message (as written) and the branch (any case), in order, once each."""
+    found: list[str] = []
+    for text in (message or "", (branch or "").upper()):
+        for match in _KEY.finditer(text):
+            key = f"{match.group(1)}-{match.group(2)}"
+            if key not in found:
+                found.append(key)
+    return found
+
+
+def issue_keys(candidates: list[str], projects: frozenset[str], *, trusted: bool = False) -> list[str]:
+    """Candidates whose project exists. Look-alikes (UTF-8, SHA-256, ISO-8601) are dropped unless
+    the operator listed that project in JIRA_PROJECTS (``trusted``)."""
+    keys = []
+    for key in candidates:
+        project = key.rsplit("-", 1)[0]
+        if project in projects and (trusted or project not in NOT_PROJECTS):
+            keys.append(key)
+    return keys
+
+
+_projects_lock = threading.Lock()
+_projects: dict[tuple[str, str], tuple[float, frozenset[str]]] = {}
+
+
+def known_projects(jira: JIRA, config: Config) -> frozenset[str]:
+    """JIRA_PROJECTS, or the project keys these credentials can see (asked once an hour per instance)."""
+    if config.projects:
+        return frozenset(config.projects)
+    cache_key = (config.server, config.user)
+    with _projects_lock:
+        cached = _projects.get(cache_key)
+        if cached and time.monotonic() - cached[0] < PROJECTS_TTL_SECONDS:
+            return cached[1]
+        try:
+            listed = _call(jira.projects)
+        except JiraFailure as failure:
+            if failure.kind == "transient":
+                raise TransientError(
+                    f"could not list Jira projects: {failure}", retry_after=failure.retry_after
+                ) from None
+            raise ConfigError(f"could not list Jira projects ({failure.kind}): {failure}") from None
+        keys = frozenset(str(p.key).upper() for p in listed if getattr(p, "key", None))
+        _projects[cache_key] = (time.monotonic(), keys)
+        log(logging.INFO, f"Jira projects visible to these credentials: {len(keys)}")
+        return keys
+
+
+# -- the comment -------------------------------------------------------------------------------
+
+
+def build_marker(event: BuildkiteEvent) -> str:
+    """The visible, searchable line that says "this build's outcome was already reported here"."""
+    build = event.build
+    parts = (event.organization, event.pipeline_slug, build.number if build else None, build.state if build else None)
+    return MARKER_PREFIX + "/".join(_SAFE.sub("_", str(p)) if p not in (None, "") else "-" for p in parts)
+
+
+def escape(text: str) -> str:
+    """Jira wiki markup: untrusted text can neither format, link, mention (``[~user]``) nor embed."""
+    text = " ".join(text.split())  # no line breaks: a new line could start a heading or a table
+    text = _WIKI_SPECIAL.sub(r"\\\1", text)
+    return re.sub(r"(^|\s)-", r"\1\\-", text)  # "-word-" would strike through
+
+
+def comment_body(event: BuildkiteEvent, marker: str, moved: str | None = None) -> str:
+    build = event.build
+    assert build is not None
+    state = build.state or "finished"
+    pipeline = event.pipeline
+    name = escape((pipeline.name if pipeline else None) or event.pipeline_slug or "pipeline")
+    title = f"{name} #{build.number}"
+    link = f"[{title}|{build.web_url}]" if build.web_url and _WEB_URL.match(build.web_url) else title
+    details = [
+        f"Pipeline: {escape(event.pipeline_slug)}" if event.pipeline_slug else None,
+        f"Branch: {escape(build.branch)}" if build.branch else None,
+        f"Commit: {escape(build.short_commit)}" if build.short_commit else None,
+        f"Took {format_duration(build.duration_seconds)}" if build.duration_seconds is not None else None,
+    ]
+    lines = [f"{_ICONS.get(state, '(i)')} Buildkite build {link} *{escape(state)}*"]
+    lines.append(" · ".join(d for d in details if d))
+    if moved:
+        lines.append(f"Moved to *{escape(moved)}* because the build failed.")
+    lines.append(f"{{color:#97a0af}}{marker}{{color}}")
+    return "\n".join(lines)
+
+
+# -- the client and its errors -------------------------------------------------------------------
+
+
+def _call(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one jira-library call; map its failures onto ``JiraFailure`` kinds."""
+    import requests
+    from jira.exceptions import JIRAError
+
+    try:
+        return call(*args, **kwargs)
+    except JIRAError as err:
+        status = err.status_code
+        text = (err.text or "")[:300]
+        if status == 404:
+            raise JiraFailure("missing", text or "not found (404)") from None
+        if status == 401:
+            raise JiraFailure("auth", text or "unauthorized") from None
+        if status == 403:
+            raise JiraFailure("forbidden", text or "forbidden") from None
+        if status is None or status in (408, 409, 429) or status >= 500:
+            raise JiraFailure("transient", f"Jira answered {status or 'nothing'}", _retry_after(err)) from None
+        raise JiraFailure("rejected", f"{status}: {text}") from None
+    except requests.RequestException as err:
+        raise JiraFailure("transient", f"could not reach Jira: {type(err).__name__}") from None
+
+
+def _retry_after(err: Any) -> float | None:
+    response = getattr(err, "response", None)
+    value = response.headers.get("Retry-After") if response is not None else None
+    try:
+        return max(1.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+@cache
+def _jira(config: Config) -> JIRA:
+    """One client per instance. ``get_server_info=False``: constructing it makes no request."""
+    from jira import JIRA
+
+    auth: dict[str, Any] = (
+        {"basic_auth": (config.user, config.token)} if config.user else {"token_auth": config.token}
+    )  # Cloud: email + API token; Data Center: a personal access token (bearer)
+    client = JIRA(
+        server=config.server.rstrip("/"),
+        get_server_info=False,
+        max_retries=config.max_retries,
+        timeout=(min(5.0, config.timeout_seconds), config.timeout_seconds),
+        **auth,
+    )
+    # The library sleeps up to 2x Retry-After (60 s by default) between its retries: keep each
+    # wait short, and leave longer waits to Pub/Sub's backoff.
+    client._session.max_retry_delay = 5
+    return client
