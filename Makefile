@@ -49,3 +49,16 @@ bench: venv ## Cold start, per-event overhead and throughput, each against a bar
 
 clean: ## Remove build output and caches (keeps .venv)
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .stack
+
+.PHONY: report
+report: venv ## Pipeline analytics (queries/*.sql): BIGQUERY_PROJECT's dataset, else a seeded local bqemulator; charts in build/report/
+	$(PY) -m tools.report $(REPORT_ARGS)
+
+# --- Terraform: offline checks of terraform/ (tools/terraform; see terraform/README.md) ----
+.PHONY: terraform-check terraform-schema
+
+terraform-check: venv ## terraform fmt, validate, test (mocked google provider) and checkov, offline
+	$(PY) -m tools.terraform.check $(TERRAFORM_CHECKS)
+
+terraform-schema: venv ## Regenerate the stand-in google provider's schema from npm @cdktf/provider-google
+	$(PY) -m tools.terraform.schema

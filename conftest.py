@@ -61,3 +61,25 @@ def firestore(firestore_emulator: Service, gcp_project: str) -> Iterator[Any]:
     client: Any = firestore_module.Client(project=gcp_project)
     yield client
     client.close()
+
+
+# --- BigQuery: bqemulator, used by functions/bigquery-metrics and tools/report.py -------
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(emulator_log_dir: Path) -> Iterator[Service]:
+    yield from _serve(emulators.start_bigquery(emulator_log_dir, project=GCP_PROJECT))
+
+
+@pytest.fixture
+def bigquery_dataset(bigquery_emulator: Service, gcp_project: str) -> Iterator[str]:
+    """A new dataset holding every table of schemas/bigquery and view of queries/views: "<project>.<dataset>"."""
+    import uuid
+
+    from tools.report import bigquery_client, create_dataset
+
+    client = bigquery_client(gcp_project, bigquery_emulator.url)
+    dataset = f"test_{uuid.uuid4().hex[:12]}"
+    create_dataset(client, gcp_project, dataset)
+    yield f"{gcp_project}.{dataset}"
+    client.delete_dataset(f"{gcp_project}.{dataset}", delete_contents=True, not_found_ok=True, timeout=30)

@@ -11,7 +11,7 @@ import pytest
 
 from buildkite_events import BuildkiteEvent, parse_delivery
 from buildkite_events.timeutil import format_duration, isoformat, parse_time, seconds_between
-from tests.support import envelope, payload, payload_names
+from tests.support import envelope, mcncl, payload, payload_names
 
 ALL = payload_names()
 BUILD_FIXTURES = [n for n in ALL if n.startswith("build.")]
@@ -179,7 +179,14 @@ def test_blocked_then_unblocked_finish_of_one_build_differ() -> None:
     assert _event(blocked).key != _event(flag_only).key
 
 
-@pytest.mark.parametrize("field", ["state", "started_at", "finished_at", "failing_at"])
+def test_build_key_is_the_same_from_mcncl_and_from_our_ingress() -> None:
+    """mcncl/buildkite-pubsub drops blocked and failing_at: the key must not depend on them."""
+    ours = parse_delivery(envelope(payload("build.finished.failed")))
+    data, attributes = mcncl("build.finished.failed")
+    assert parse_delivery(envelope(data, attributes)).key == ours.key
+
+
+@pytest.mark.parametrize("field", ["state", "started_at", "finished_at"])
 def test_build_key_changes_with_each_transition_field(field: str) -> None:
     body = payload("build.finished.failed")
     changed = json.loads(json.dumps(body))

@@ -25,7 +25,10 @@ from .manifests import ROOT, function_dir, function_env, manifest
 
 BUILD_DIR = ROOT / "build"
 SHARED = ROOT / "shared"
-_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so an unchanged bundle zips to identical bytes
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+_NOT_SHIPPED = shutil.ignore_patterns(
+    "test_*.py", "testdata", "conftest.py", "README.md", "__pycache__", "*.pyc"
+)  # fixed, so an unchanged bundle zips to identical bytes
 
 
 def shared_requirements(m: Manifest) -> list[str]:
@@ -42,14 +45,14 @@ def package(name: str) -> Path:
     source, out = function_dir(name), BUILD_DIR / name
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    for file in ("main.py", "function.yaml"):
-        shutil.copy2(source / file, out / file)
+    # Everything the function ships (main.py, function.yaml, any helper module or data), not its tests.
+    shutil.copytree(source, out, ignore=_NOT_SHIPPED, dirs_exist_ok=True)
     shutil.copytree(
         SHARED / "buildkite_events",
         out / "buildkite_events",
         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
     )
-    own = [line for line in (source / "requirements.txt").read_text().splitlines() if line.strip()]
+    own = [line for line in (out / "requirements.txt").read_text().splitlines() if line.strip()]
     lines = [*own, "", "# vendored buildkite_events", *shared_requirements(m)]
     (out / "requirements.txt").write_text("\n".join(lines) + "\n")
     _zip(out, BUILD_DIR / f"{name}.zip")

@@ -32,6 +32,7 @@ from .topology import Wiring, create_topology, publish_raw, pull_all
 PROJECT = "buildkite-fanout-local"
 TOPIC = "buildkite-events"
 ARCHIVE_BUCKET = "buildkite-archive-local"
+BIGQUERY_DATASET = "buildkite"
 WEBHOOK_TOKEN = "local-webhook-token-0123456789abcdef"  # noqa: S105 - a local-only demo value
 FIXTURES = ROOT / "tests" / "fixtures" / "buildkite"
 ACKED = ("done", "duplicate", "filtered", "invalid")
@@ -48,6 +49,7 @@ class LocalStack:
     manifests: dict[str, Manifest] = field(default_factory=dict)
     standin: StandIn | None = None
     dead_lettered: Counter[str] = field(default_factory=Counter)
+    function_envs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def ingress_url(self) -> str:
@@ -85,7 +87,8 @@ def _local_values(stack: LocalStack) -> dict[str, str]:
         "region": "local",
         "topic": TOPIC,
         "archive_bucket": ARCHIVE_BUCKET,
-        "bigquery_dataset": "buildkite",
+        "bigquery_dataset": BIGQUERY_DATASET,
+        "bigquery_api_url": stack.services["bigquery"].url if "bigquery" in stack.services else "",
         "standin": stack.standin.url if stack.standin else "",
     }
 
@@ -102,6 +105,7 @@ def local_stack(
             ("pubsub", emulators.start_pubsub),
             ("firestore", emulators.start_firestore),
             ("gcs", emulators.start_gcs),
+            ("bigquery", lambda logs: emulators.start_bigquery(logs, project=PROJECT)),
         ):
             stack.services[name] = exits.enter_context(start(log_dir))
         cloud_env = {"GOOGLE_CLOUD_PROJECT": PROJECT}
@@ -110,15 +114,17 @@ def local_stack(
         exits.enter_context(_environ(cloud_env))
         stack.standin = exits.enter_context(StandIn().load_providers())
         _create_bucket(ARCHIVE_BUCKET)
+        _create_bigquery_dataset(stack)
 
         values = _local_values(stack)
         for name, m in stack.manifests.items():
             env = {
                 **cloud_env,
-                **function_env(m, values, local=True),
                 **{secret: _local_secret(name, secret) for secret in m.secrets},
+                **function_env(m, values, local=True),  # local_env wins: e.g. a webhook URL kept as a secret
                 **(extra_env or {}),
             }
+            stack.function_envs[name] = env
             stack.functions[name] = exits.enter_context(
                 emulators.start_function(function_dir(name), m.entry_point, env=env, log_dir=log_dir)
             )
@@ -154,6 +160,13 @@ def _create_bucket(name: str) -> None:
     from google.cloud import storage
 
     storage.Client(project=PROJECT, credentials=AnonymousCredentials()).create_bucket(name)
+
+
+def _create_bigquery_dataset(stack: LocalStack) -> None:
+    """bigquery-metrics' tables and views, from schemas/bigquery and queries/views, as Terraform makes them."""
+    from .report import bigquery_client, create_dataset
+
+    create_dataset(bigquery_client(PROJECT, stack.services["bigquery"].url), PROJECT, BIGQUERY_DATASET)
 
 
 def sample_webhooks() -> list[tuple[str, bytes]]:
@@ -218,6 +231,10 @@ def _function_report(stack: LocalStack, name: str) -> list[str]:
         client = storage.Client(project=PROJECT, credentials=AnonymousCredentials())
         blobs = list(client.list_blobs(ARCHIVE_BUCKET))
         return [f"bucket gs://{ARCHIVE_BUCKET} holds {len(blobs)} objects"]
+    if name == "bigquery-metrics":
+        from .report import bigquery_client, demo_lines
+
+        return demo_lines(bigquery_client(PROJECT, stack.services["bigquery"].url), PROJECT, BIGQUERY_DATASET)
     return []
 
 
@@ -254,6 +271,10 @@ def run() -> int:
             print(f"  {name:<18} {svc.url}  logs: {svc.log_path.relative_to(ROOT)}")
         print(
             f"\nPUBSUB_EMULATOR_HOST={stack.services['pubsub'].host}  STORAGE_EMULATOR_HOST={stack.services['gcs'].url}"
+        )
+        print(
+            f"Analytics on what it stored: BIGQUERY_PROJECT={PROJECT} "
+            f"BIGQUERY_API_URL={stack.services['bigquery'].url} make report"
         )
         print("Ctrl-C stops everything.")
         try:

@@ -417,8 +417,10 @@ class BuildkiteEvent:
             parts += [agent.get(k) for k in ("connected_at", "disconnected_at", "lost_at", "stopped_at")]
         elif build.get("id") or build.get("number"):
             identity = build.get("id") or f"{self.pipeline_slug}#{build.get('number')}"
-            parts = ["build", identity, build.get("state"), build.get("blocked")]
-            parts += [build.get(k) for k in ("started_at", "failing_at", "finished_at")]
+            # blocked as a bool and no failing_at: mcncl/buildkite-pubsub drops both, and the same
+            # event must get the same key whichever publisher carried it.
+            parts = ["build", identity, build.get("state"), _bool(build.get("blocked"))]
+            parts += [build.get(k) for k in ("started_at", "finished_at")]
         else:  # ping, cluster_token.*, future events: the body itself is the identity
             parts = ["body", _body_digest(data, self.payload)]
         return "|".join([self.event_type, *("" if p is None else str(p) for p in parts)])

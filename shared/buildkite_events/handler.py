@@ -43,6 +43,7 @@ C = TypeVar("C")
 Handler = Callable[[BuildkiteEvent, C], "str | None"]
 
 MAX_ATTEMPTS = 4
+FIRST_BACKOFF_SECONDS = 0.5
 _ACKED = frozenset({"done", "duplicate", "filtered", "invalid"})
 _LEVELS = {"done": logging.INFO, "duplicate": logging.INFO, "filtered": logging.INFO, "invalid": logging.WARNING}
 
@@ -180,9 +181,12 @@ def _with_retries(instance: _Instance[Any], call: Callable[[], Any]) -> Any:
         return call()
     except TransientError as first:
         budget = _retry_budget(instance)
-        if budget <= 0 or (first.retry_after or 0) > budget:
+        pause = first.retry_after if first.retry_after is not None else FIRST_BACKOFF_SECONDS
+        if budget <= 0 or pause >= budget:
             raise
-        log(logging.INFO, f"transient failure, retrying: {first}")
+        log(logging.INFO, f"transient failure, retrying in {pause:g}s: {first}")
+        time.sleep(pause)
+        budget -= pause
     return _retrying(budget)(call)
 
 

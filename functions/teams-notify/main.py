@@ -1,0 +1,403 @@
+"""teams-notify: an Adaptive Card in a Microsoft Teams channel for each finished build.
+
+Office 365 connectors and their MessageCards are retired: the card goes to a Teams
+**Workflows** webhook ("Post to a channel when a webhook request is received"), whose URL
+is the ``TEAMS_WEBHOOK_URL`` secret. The trigger answers 202 Accepted and the workflow then
+posts the card. ``TEAMS_NOTIFY_STATES`` and ``TEAMS_PIPELINES`` choose which builds post.
+Text from the event is cleaned and escaped (Fact values and TextBlocks take markdown; the
+commit message goes in a TextRun, which takes none) and the message stays under 28 KB.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import re
+import unicodedata
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+import functions_framework
+
+from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, TransientError, env, pubsub_handler
+from buildkite_events.timeutil import format_duration
+
+if TYPE_CHECKING:
+    import requests
+
+FINISHED_STATES = ("passed", "failed", "blocked", "canceled", "skipped", "not_run")
+CARD_VERSION = "1.4"  # Adaptive Cards 1.4: what Teams renders on desktop, web and mobile
+CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
+CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
+MAX_MESSAGE_BYTES = 28_000  # Teams refuses messages over 28 KB; this counts the whole JSON body, with margin
+TITLE_LIMIT = 200
+VALUE_LIMIT = 300  # one fact's value
+MESSAGE_LIMIT = 1000  # the commit message's first line
+URL_LIMIT = 2000
+
+# How each state looks: icon, words, TextBlock colour.
+_LOOK = {
+    "failed": ("🔴", "failed", "Attention"),
+    "passed": ("✅", "passed", "Good"),
+    "blocked": ("⏸️", "is blocked", "Warning"),
+    "canceled": ("⛔", "was canceled", "Warning"),
+    "skipped": ("⏭️", "was skipped", "Default"),
+    "not_run": ("⚪", "was not run", "Default"),
+}
+_SECRET = "the teams-notify-teams-webhook-url secret (TEAMS_WEBHOOK_URL)"  # noqa: S105 - a name, not a value
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    webhook_url: str = env("TEAMS_WEBHOOK_URL", secret=True, help="the workflow trigger's HTTP POST URL")
+    states: tuple[str, ...] = env("TEAMS_NOTIFY_STATES", default=("all",), help="build states that post")
+    pipelines: tuple[str, ...] = env("TEAMS_PIPELINES", default=("*",), help="pipeline-glob[@branch-glob],...")
+    timeout_seconds: float = env("TEAMS_TIMEOUT_SECONDS", default=10.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "webhook_url", self.webhook_url.strip())  # a secret stored with `echo`: a newline
+        check_url(self.webhook_url, "TEAMS_WEBHOOK_URL")
+        notify_states(self.states)
+        parse_pipelines(self.pipelines)
+        if not 0 < self.timeout_seconds <= 60:
+            raise ValueError("TEAMS_TIMEOUT_SECONDS must be more than 0 and at most 60")
+
+    def wants(self, pipeline: str | None, branch: str | None) -> bool:
+        for pipeline_glob, branch_glob in parse_pipelines(self.pipelines):
+            if fnmatch.fnmatchcase(pipeline or "", pipeline_glob) and (
+                branch_glob is None or (branch is not None and fnmatch.fnmatchcase(branch, branch_glob))
+            ):
+                return True
+        return False
+
+
+def check_url(url: str, variable: str) -> None:
+    """https, or plain http to this machine only (the local stand-in). The value is a secret:
+    the message never repeats it."""
+    parts = urlsplit(url)
+    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if not parts.netloc or (parts.scheme != "https" and not (parts.scheme == "http" and local)):
+        raise ValueError(
+            f"{variable} must be an https URL: copy the HTTP POST URL of the workflow's "
+            "'When a Teams webhook request is received' trigger"
+        )
+
+
+def notify_states(values: tuple[str, ...], variable: str = "TEAMS_NOTIFY_STATES") -> frozenset[str]:
+    """The configured states; ``all`` (or ``*``) means every finished state."""
+    states = {value.strip().lower() for value in values if value.strip()}
+    if states & {"all", "*"}:
+        return frozenset(FINISHED_STATES)
+    unknown = sorted(states - set(FINISHED_STATES))
+    if unknown:
+        hint = " (Buildkite spells it canceled)" if "cancelled" in unknown else ""
+        raise ValueError(
+            f"{variable}: unknown state {', '.join(unknown)}{hint}; use any of {', '.join(FINISHED_STATES)}, or all"
+        )
+    if not states:
+        raise ValueError(f"{variable} names no state; use any of {', '.join(FINISHED_STATES)}, or all")
+    return frozenset(states)
+
+
+@cache
+def parse_pipelines(values: tuple[str, ...]) -> tuple[tuple[str, str | None], ...]:
+    """``TEAMS_PIPELINES``: comma-separated ``pipeline-glob[@branch-glob]`` (shell-style globs on
+    the pipeline slug and the branch, case-sensitive); a build posts if any entry matches."""
+    entries: list[tuple[str, str | None]] = []
+    for value in values:
+        pipeline, at, branch = value.strip().partition("@")
+        if not pipeline.strip() or (at and not branch.strip()):
+            raise ValueError(f"TEAMS_PIPELINES: {value[:100]!r} is not pipeline-glob[@branch-glob], e.g. deploy-*@main")
+        entries.append((pipeline.strip(), branch.strip() if at else None))
+    if not entries:
+        raise ValueError("TEAMS_PIPELINES names no pipeline: use * for every pipeline")
+    return tuple(entries)
+
+
+# --- the function --------------------------------------------------------------------------
+
+
+@functions_framework.cloud_event
+@pubsub_handler(Config)
+def notify_teams(event: BuildkiteEvent, config: Config) -> str:
+    build = event.build
+    if event.event_type != "build.finished":
+        return f"skipped: {event.event_type} is not build.finished"
+    if build is None:
+        raise InvalidEvent("build.finished carries no build (no id and no number)")
+    state = build.effective_state or "unknown"
+    if state not in notify_states(config.states):
+        return f"skipped: state {clean(state)[:40]} not notified"
+    if not config.wants(event.pipeline_slug, build.branch):
+        where = f"{clean(event.pipeline_slug)[:80] or '?'}@{clean(build.branch)[:80] or '?'}"
+        return f"skipped: {where} is not in TEAMS_PIPELINES"
+    return post_card(config, encode(teams_message(event)))
+
+
+def post_card(config: Config, body: bytes) -> str:
+    """POST the message to the workflow trigger; its answers become the handler's error kinds."""
+    import requests
+
+    timeout = config.timeout_seconds
+    try:
+        response = _session().post(
+            config.webhook_url,
+            data=body,
+            headers={"Content-Type": "application/json; charset=utf-8"},
+            timeout=(min(5.0, timeout), timeout),
+            allow_redirects=False,
+        )
+    except requests.Timeout:
+        raise TransientError(f"the Teams webhook did not answer within {timeout:g}s") from None
+    except requests.RequestException as err:  # connection refused or reset, DNS, TLS
+        raise TransientError(f"the Teams webhook is unreachable ({type(err).__name__})") from None
+    status = response.status_code
+    if 200 <= status < 300:
+        run = response.headers.get("x-ms-workflow-run-id")
+        reason = response.reason or "Accepted"
+        return (
+            f"posted card to Teams ({status} {reason}, run {run[:60]})" if run else f"posted card to Teams ({status})"
+        )
+    code = _error_code(response)
+    if status == 429:
+        wait = retry_after(response.headers) or 1.0
+        raise TransientError(f"the Teams webhook is throttling (429{code}, Retry-After {wait:g}s)", retry_after=wait)
+    if status >= 500 or status == 408:
+        raise TransientError(f"the Teams webhook answered {status}{code}")
+    if 300 <= status < 400:
+        raise ConfigError(f"the Teams webhook answered a redirect ({status}): {_SECRET} must be the trigger's own URL")
+    if status in (401, 403):
+        raise ConfigError(
+            f"the workflow refused the request ({status}{code}): its URL signature is wrong or the workflow is "
+            f"turned off; copy the trigger's HTTP POST URL into {_SECRET} and turn the workflow on"
+        )
+    if status == 404:
+        raise ConfigError(
+            f"no workflow answers at TEAMS_WEBHOOK_URL (404{code}): it was deleted or the URL is wrong; create a "
+            f"'Post to a channel when a webhook request is received' workflow and store its URL in {_SECRET}"
+        )
+    if status == 400:
+        raise ConfigError(
+            f"the workflow rejected the message (400{code}): if its trigger has a request body JSON schema, "
+            "remove it or make it accept an Adaptive Card message"
+        )
+    raise ConfigError(f"the Teams webhook answered {status}{code}: check {_SECRET}")
+
+
+@cache
+def _session() -> requests.Session:
+    import requests
+
+    return requests.Session()
+
+
+def _error_code(response: requests.Response) -> str:
+    """Power Automate's ``{"error": {"code": ...}}`` as " ErrorCode" (never the message: it may echo the URL)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return f" {re.sub(r'[^A-Za-z0-9_.-]', '', str(code))[:80]}" if code else ""
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from a Retry-After header, or None (an HTTP date is not worth parsing here)."""
+    try:
+        seconds = float(str(headers.get("Retry-After", "")).strip())
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+# --- the message ---------------------------------------------------------------------------
+
+
+def teams_message(event: BuildkiteEvent) -> dict[str, Any]:
+    """The Workflows envelope around the card, cut until its JSON fits ``MAX_MESSAGE_BYTES``."""
+    value_limit, message_limit = VALUE_LIMIT, MESSAGE_LIMIT
+    while True:
+        message = {
+            "type": "message",
+            "attachments": [
+                {
+                    "contentType": CARD_CONTENT_TYPE,
+                    "contentUrl": None,
+                    "content": adaptive_card(event, value_limit=value_limit, message_limit=message_limit),
+                }
+            ],
+        }
+        if len(encode(message)) <= MAX_MESSAGE_BYTES or value_limit <= 20:
+            return message
+        value_limit, message_limit = value_limit // 2, message_limit // 2
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def adaptive_card(event: BuildkiteEvent, *, value_limit: int = VALUE_LIMIT, message_limit: int = MESSAGE_LIMIT) -> Any:
+    build = event.build
+    if build is None:
+        raise InvalidEvent("no build to describe")
+    state = build.effective_state or "unknown"
+    icon, verb, colour = _LOOK.get(state, ("ℹ️", clean(state)[:40] or "finished", "Default"))
+    pipeline = event.pipeline
+    name = clean(pipeline.name if pipeline and pipeline.name else event.pipeline_slug) or "unknown pipeline"
+    number = f"#{build.number}" if build.number is not None else "(no number)"
+    author = clean(build.author.display if build.author else None)
+    creator = clean(build.creator.display if build.creator else None)
+
+    def value(text: str | None) -> str | None:
+        return fit(clean(text), value_limit, escaper=md_escape) or None
+
+    facts = [
+        ("Pipeline", value(name)),
+        ("Build", number),
+        ("Branch", value(build.branch)),
+        ("Commit", value(build.short_commit)),
+        ("Author", value(author or creator)),
+        ("Triggered by", value(creator) if author and creator and author != creator else None),
+        ("State", md_escape(state if state in _LOOK else clean(state)[:40])),
+        ("Duration", format_duration(build.duration_seconds)),
+    ]
+    suffix = md_escape(f" {number} {verb}")  # the name is cut, never the build and its state
+    title = f"{icon} " + fit(name, TITLE_LIMIT - units(suffix)) + suffix
+    body: list[dict[str, Any]] = [
+        {"type": "TextBlock", "text": title, "size": "Large", "weight": "Bolder", "color": colour, "wrap": True}
+    ]
+    line = fit(clean(build.message_title), message_limit, escaper=str)
+    if line:  # a TextRun takes no markdown: the text shows as written
+        body.append({"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": line, "italic": True}]})
+    body.append({"type": "FactSet", "facts": [{"title": t, "value": v} for t, v in facts if v]})
+    context = _context(event)
+    if context:
+        body.append(
+            {"type": "TextBlock", "text": fit(context, VALUE_LIMIT, escaper=md_escape), "isSubtle": True, "wrap": True}
+        )
+    card: dict[str, Any] = {
+        "type": "AdaptiveCard",
+        "$schema": CARD_SCHEMA,
+        "version": CARD_VERSION,
+        "fallbackText": fit(name, TITLE_LIMIT - units(suffix)) + suffix,
+        "body": body,
+    }
+    url = safe_url(build.web_url)
+    if url:
+        card["actions"] = [{"type": "Action.OpenUrl", "title": "View Build", "url": url}]
+    return card
+
+
+def _context(event: BuildkiteEvent) -> str:
+    build = event.build
+    parts = [clean(event.organization)]
+    if build and build.pull_request:
+        parts.append(f"pull request #{clean(build.pull_request.id)}")
+    if build and build.source:
+        parts.append(f"via {clean(build.source)}")
+    if build and build.finished_at:
+        parts.append(f"finished {build.finished_at:%Y-%m-%d %H:%M} UTC")
+    return " · ".join(part for part in parts if part)
+
+
+# --- text: clean, escape, cut --------------------------------------------------------------
+
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+# Bidi embeddings, overrides and isolates (they could reorder the text around them) and
+# lone surrogates (not encodable). Marks such as U+200F stay: right-to-left text needs them.
+_INVISIBLE = re.compile("[\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_SPACES = re.compile(r"\s+")
+# What makes markdown structure in a TextBlock or Fact: emphasis, code, links and images,
+# HTML-like tags (<at> mentions), {{DATE()}} functions; a leading "# ", "- ", "+ " or "1." too.
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>{}~|])")
+_LEADING = re.compile(r"^(#{1,6}(?=\s|$)|[-+](?=\s)|\d{1,9}(?=[.)](?:\s|$)))")
+
+
+def clean(value: str | None) -> str:
+    """One line of untrusted text: no control characters, no bidi overrides, spaces collapsed."""
+    if not value:
+        return ""
+    return _SPACES.sub(" ", _INVISIBLE.sub("", _CONTROLS.sub(" ", value))).strip()
+
+
+def md_escape(text: str) -> str:
+    """Backslash-escape markdown so untrusted text shows as written and links nothing."""
+    text = _MARKDOWN.sub(r"\\\1", text)
+    match = _LEADING.match(text)
+    if match and match.group(1).isdigit():
+        return text[: match.end()] + "\\" + text[match.end() :]
+    return "\\" + text if match else text
+
+
+def units(text: str) -> int:
+    """Length in UTF-16 code units (never fewer than the characters a client counts)."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def fit(text: str, limit: int, *, escaper: Callable[[str], str] = md_escape, ellipsis: str = "…") -> str:
+    """``escaper(text)``, cut to ``limit`` units between characters: never inside an escape,
+    a surrogate pair, or a character and its combining marks, emoji modifiers and
+    zero-width-joined parts."""
+    whole = escaper(text)
+    if units(whole) <= limit:
+        return whole
+    budget, kept = limit - units(ellipsis), ""
+    for cluster in clusters(text):
+        candidate = kept + cluster
+        if units(escaper(candidate)) > budget:
+            break
+        kept = candidate
+    return escaper(kept.rstrip()) + ellipsis
+
+
+def clusters(text: str) -> Iterator[str]:
+    """User-perceived characters, approximately (extended grapheme clusters, simplified)."""
+    i, n = 0, len(text)
+    while i < n:
+        j = i + 1
+        if _is_regional(text[i]) and j < n and _is_regional(text[j]):
+            j += 1  # a flag is two regional indicators
+        while j < n:
+            char = text[j]
+            if char == "\u200d" and j + 1 < n:
+                j += 2  # zero-width joiner: the next character belongs to this one
+            elif _extends(char):
+                j += 1
+            else:
+                break
+        yield text[i:j]
+        i = j
+
+
+def _is_regional(char: str) -> bool:
+    return 0x1F1E6 <= ord(char) <= 0x1F1FF
+
+
+def _extends(char: str) -> bool:
+    code = ord(char)
+    return (
+        unicodedata.category(char) in ("Mn", "Me", "Mc")
+        or 0xFE00 <= code <= 0xFE0F  # variation selectors
+        or 0x1F3FB <= code <= 0x1F3FF  # skin tones
+        or 0xE0020 <= code <= 0xE007F  # emoji tag sequences
+        or char == "\u200d"
+    )
+
+
+def safe_url(value: str | None) -> str | None:
+    """An http(s) URL for Action.OpenUrl, with spaces, quotes and non-ASCII percent-encoded; or None."""
+    if not value:
+        return None
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        return None
+    url = quote(value.strip(), safe=":/?#[]@!$&'()*+,;=%~-._")
+    return url if len(url) <= URL_LIMIT else None

@@ -1,0 +1,95 @@
+"""A bundle from `make package` deploys: fresh venv, its own requirements, served, fed a push."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import envelope, payload
+from tools import deploy, emulators
+from tools.manifests import all_manifests
+
+
+def test_every_function_packages_with_the_shared_package_vendored(tmp_path: Path) -> None:
+    for name, manifest in all_manifests().items():
+        folder = deploy.package(name)
+        assert (folder / "main.py").read_bytes() == (deploy.ROOT / "functions" / name / "main.py").read_bytes()
+        assert (folder / "function.yaml").is_file()
+        assert (folder / "buildkite_events" / "handler.py").is_file()
+        assert not list(folder.rglob("__pycache__"))
+        requirements = (folder / "requirements.txt").read_text()
+        assert "functions-framework" in requirements and "tenacity" in requirements
+        assert ("google-cloud-firestore" in requirements) == manifest.idempotency
+        with zipfile.ZipFile(folder.parent / f"{name}.zip") as archive:
+            assert "main.py" in archive.namelist()
+        first = (folder.parent / f"{name}.zip").read_bytes()
+        deploy.package(name)
+        assert (folder.parent / f"{name}.zip").read_bytes() == first  # reproducible: no spurious redeploys
+
+
+def test_deploy_dry_run_prints_the_gcloud_command(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    monkeypatch.setenv("DRY_RUN", "1")
+    monkeypatch.setenv("PROJECT", "acme-ci")
+    monkeypatch.setenv("REGION", "europe-west1")
+    assert deploy.main(["deploy", "gcs-archive"]) == 0
+    command = capsys.readouterr().out
+    assert command.startswith("gcloud functions deploy gcs-archive --gen2")
+    for part in (
+        "--runtime=python312",
+        "--entry-point=archive_build_data",
+        "--region=europe-west1",
+        "--no-allow-unauthenticated",
+        "ARCHIVE_BUCKET=acme-ci-buildkite-archive",
+        "--timeout=60s",
+    ):
+        assert part in command
+    assert deploy.main(["deploy", "ingress"]) == 0
+    ingress = capsys.readouterr().out
+    assert "--allow-unauthenticated" in ingress
+    assert "--set-secrets=BUILDKITE_WEBHOOK_TOKEN=ingress-buildkite-webhook-token:latest" in ingress
+
+
+def test_a_bundle_installs_into_a_fresh_venv_and_serves_a_push(
+    tmp_path: Path, gcs_server: Any, gcp_project: str
+) -> None:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    bundle = deploy.package("gcs-archive")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "-r", str(bundle / "requirements.txt")],
+        check=True,
+        timeout=600,
+    )
+    bucket = storage.Client(project=gcp_project, credentials=AnonymousCredentials()).create_bucket(
+        f"bundle-{uuid.uuid4().hex[:8]}"
+    )
+    env = {"ARCHIVE_BUCKET": bucket.name, "GOOGLE_CLOUD_PROJECT": gcp_project, **gcs_server.env}
+    server = emulators.start_function(
+        bundle, "archive_build_data", env=env, log_dir=tmp_path, python=python, timeout=60
+    )
+    with server:
+        body = json.dumps(envelope(payload("build.finished.failed"))).encode()
+        request = urllib.request.Request(
+            server.url + "/", data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+        deadline = time.monotonic() + 10
+        while not (names := [b.name for b in bucket.client.list_blobs(bucket.name)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert len(names) == 1 and names[0].startswith("my-great-org/my-pipeline/2025/06/12/2042/build.finished-")
+    freeze = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout
+    assert "buildkite" not in freeze  # the vendored copy served it, not an installed one
