@@ -9,20 +9,21 @@ to Block Kit's limits, so a commit message can neither mention ``@channel`` nor 
 from __future__ import annotations
 
 import fnmatch
-import math
 import re
 import time
-import unicodedata
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from http.client import HTTPException
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
 
 import functions_framework
 
 from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, TransientError, env, pubsub_handler
+from buildkite_events.text import check_url as _check_url
+from buildkite_events.text import clean, clusters, retry_after, units
+from buildkite_events.text import notify_states as _notify_states
+from buildkite_events.text import safe_url as _safe_url
 from buildkite_events.timeutil import format_duration
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from slack_sdk.http_retry import RetryHandler
 
 DEFAULT_API_URL = "https://slack.com/api/"
-FINISHED_STATES = ("passed", "failed", "blocked", "canceled", "skipped", "not_run")
 MUTED = "-"  # a SLACK_ROUTES channel that means "do not post"
 
 # Block Kit limits (https://docs.slack.dev/reference/block-kit/blocks). Lengths are counted
@@ -145,22 +145,6 @@ def check_channel(channel: str, variable: str) -> None:
         )
 
 
-def notify_states(values: tuple[str, ...], variable: str = "SLACK_NOTIFY_STATES") -> frozenset[str]:
-    """The configured states; ``all`` (or ``*``) means every finished state."""
-    states = {value.strip().lower() for value in values if value.strip()}
-    if states & {"all", "*"}:
-        return frozenset(FINISHED_STATES)
-    unknown = sorted(states - set(FINISHED_STATES))
-    if unknown:
-        hint = " (Buildkite spells it canceled)" if "cancelled" in unknown else ""
-        raise ValueError(
-            f"{variable}: unknown state {', '.join(unknown)}{hint}; use any of {', '.join(FINISHED_STATES)}, or all"
-        )
-    if not states:
-        raise ValueError(f"{variable} names no state; use any of {', '.join(FINISHED_STATES)}, or all")
-    return frozenset(states)
-
-
 @cache
 def parse_routes(text: str) -> tuple[Route, ...]:
     """``SLACK_ROUTES``: entries ``pipeline-glob[@branch-glob]=channel`` separated by ``;`` or newlines.
@@ -186,14 +170,6 @@ def parse_routes(text: str) -> tuple[Route, ...]:
             check_channel(channel, f"SLACK_ROUTES entry {number}")
         routes.append(Route(pipeline, branch if at else None, None if channel == MUTED else channel))
     return tuple(routes)
-
-
-def check_url(url: str, variable: str) -> None:
-    """https, or plain http to this machine only (the local stand-in)."""
-    parts = urlsplit(url)
-    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    if not parts.netloc or (parts.scheme != "https" and not (parts.scheme == "http" and local)):
-        raise ValueError(f"{variable} must be an https URL (plain http only to localhost)")
 
 
 # --- the function --------------------------------------------------------------------------
@@ -285,19 +261,6 @@ def _rate_limit_handler(max_wait: float) -> RetryHandler:
             state.increment_current_attempt()
 
     return BoundedRateLimitHandler(max_retry_count=RATE_LIMIT_RETRIES)
-
-
-def retry_after(headers: Mapping[str, Any]) -> float | None:
-    """Seconds from a Retry-After header (any case; a str or a one-item list), or None."""
-    for name, value in headers.items():
-        if name.lower() == "retry-after":
-            text = value[0] if isinstance(value, list | tuple) and value else value
-            try:
-                seconds = float(str(text).strip())
-            except ValueError:
-                return None
-            return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    return None
 
 
 def _translate(err: SlackApiError, channel: str, api_url: str) -> Exception:
@@ -408,28 +371,10 @@ def _short(text: str, limit: int) -> str:
 
 # --- text: clean, escape, cut --------------------------------------------------------------
 
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
-# Bidi embeddings, overrides and isolates (they could reorder the text around them) and
-# lone surrogates (not encodable). Marks such as U+200F stay: right-to-left text needs them.
-_INVISIBLE = re.compile("[\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-_SPACES = re.compile(r"\s+")
-
-
-def clean(value: str | None) -> str:
-    """One line of untrusted text: no control characters, no bidi overrides, spaces collapsed."""
-    if not value:
-        return ""
-    return _SPACES.sub(" ", _INVISIBLE.sub("", _CONTROLS.sub(" ", value))).strip()
-
 
 def escape(text: str) -> str:
     """Slack's three control characters (https://docs.slack.dev/messaging/formatting-message-text)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def units(text: str) -> int:
-    """Length in UTF-16 code units (what a JavaScript length would say)."""
-    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def fit(text: str, limit: int, *, escaper: Callable[[str], str] = escape, ellipsis: str = "…") -> str:
@@ -450,55 +395,21 @@ def fit(text: str, limit: int, *, escaper: Callable[[str], str] = escape, ellips
     return "".join(pieces).rstrip() + ellipsis
 
 
-def clusters(text: str) -> Iterator[str]:
-    """User-perceived characters, approximately (extended grapheme clusters, simplified)."""
-    i, n = 0, len(text)
-    while i < n:
-        j = i + 1
-        if _is_regional(text[i]) and j < n and _is_regional(text[j]):
-            j += 1  # a flag is two regional indicators
-        while j < n:
-            char = text[j]
-            if char == "\u200d" and j + 1 < n:
-                j += 2  # zero-width joiner: the next character belongs to this one
-            elif _extends(char):
-                j += 1
-            else:
-                break
-        yield text[i:j]
-        i = j
-
-
-def _is_regional(char: str) -> bool:
-    return 0x1F1E6 <= ord(char) <= 0x1F1FF
-
-
-def _extends(char: str) -> bool:
-    code = ord(char)
-    return (
-        unicodedata.category(char) in ("Mn", "Me", "Mc")
-        or 0xFE00 <= code <= 0xFE0F  # variation selectors
-        or 0x1F3FB <= code <= 0x1F3FF  # skin tones
-        or 0xE0020 <= code <= 0xE007F  # emoji tag sequences
-        or char == "\u200d"
-    )
-
-
-def safe_url(value: str | None) -> str | None:
-    """An http(s) URL fit for a link or a button, or None: characters that could end
-    Slack's ``<url|text>`` early (``|``, ``<``, ``>``, spaces, non-ASCII) are percent-encoded."""
-    if not value:
-        return None
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("https", "http") or not parts.netloc:
-        return None
-    url = quote(value.strip(), safe=":/?#[]@!$&'()*+,;=%~-._")
-    return url if len(url) <= URL_LIMIT else None
-
-
 def link(url: str | None, text: str) -> str:
     """``<url|text>`` with ``text`` escaped and cut; the bare text when there is no URL."""
     label = fit(text, VALUE_LIMIT)
     if not url or units(escape(url)) + units(label) > FIELD_LIMIT - 100:  # a field holds 2,000: keep the words
         return label
     return f"<{escape(url)}|{label}>"
+
+
+def safe_url(value: str | None) -> str | None:
+    return _safe_url(value, URL_LIMIT)
+
+
+def notify_states(values: tuple[str, ...], variable: str = "SLACK_NOTIFY_STATES") -> frozenset[str]:
+    return _notify_states(values, variable)
+
+
+def check_url(url: str, variable: str) -> None:
+    _check_url(url, variable)

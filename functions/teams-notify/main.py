@@ -12,24 +12,24 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import math
 import re
-import unicodedata
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
 
 import functions_framework
 
 from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, TransientError, env, pubsub_handler
+from buildkite_events.text import check_url as _check_url
+from buildkite_events.text import clean, clusters, retry_after, units
+from buildkite_events.text import notify_states as _notify_states
+from buildkite_events.text import safe_url as _safe_url
 from buildkite_events.timeutil import format_duration
 
 if TYPE_CHECKING:
     import requests
 
-FINISHED_STATES = ("passed", "failed", "blocked", "canceled", "skipped", "not_run")
 CARD_VERSION = "1.4"  # Adaptive Cards 1.4: what Teams renders on desktop, web and mobile
 CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
@@ -76,34 +76,6 @@ class Config:
             ):
                 return True
         return False
-
-
-def check_url(url: str, variable: str) -> None:
-    """https, or plain http to this machine only (the local stand-in). The value is a secret:
-    the message never repeats it."""
-    parts = urlsplit(url)
-    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    if not parts.netloc or (parts.scheme != "https" and not (parts.scheme == "http" and local)):
-        raise ValueError(
-            f"{variable} must be an https URL: copy the HTTP POST URL of the workflow's "
-            "'When a Teams webhook request is received' trigger"
-        )
-
-
-def notify_states(values: tuple[str, ...], variable: str = "TEAMS_NOTIFY_STATES") -> frozenset[str]:
-    """The configured states; ``all`` (or ``*``) means every finished state."""
-    states = {value.strip().lower() for value in values if value.strip()}
-    if states & {"all", "*"}:
-        return frozenset(FINISHED_STATES)
-    unknown = sorted(states - set(FINISHED_STATES))
-    if unknown:
-        hint = " (Buildkite spells it canceled)" if "cancelled" in unknown else ""
-        raise ValueError(
-            f"{variable}: unknown state {', '.join(unknown)}{hint}; use any of {', '.join(FINISHED_STATES)}, or all"
-        )
-    if not states:
-        raise ValueError(f"{variable} names no state; use any of {', '.join(FINISHED_STATES)}, or all")
-    return frozenset(states)
 
 
 @cache
@@ -209,15 +181,6 @@ def _error_code(response: requests.Response) -> str:
     return f" {re.sub(r'[^A-Za-z0-9_.-]', '', str(code))[:80]}" if code else ""
 
 
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from a Retry-After header, or None (an HTTP date is not worth parsing here)."""
-    try:
-        seconds = float(str(headers.get("Retry-After", "")).strip())
-    except ValueError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
-
-
 # --- the message ---------------------------------------------------------------------------
 
 
@@ -310,22 +273,10 @@ def _context(event: BuildkiteEvent) -> str:
 
 # --- text: clean, escape, cut --------------------------------------------------------------
 
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
-# Bidi embeddings, overrides and isolates (they could reorder the text around them) and
-# lone surrogates (not encodable). Marks such as U+200F stay: right-to-left text needs them.
-_INVISIBLE = re.compile("[\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-_SPACES = re.compile(r"\s+")
 # What makes markdown structure in a TextBlock or Fact: emphasis, code, links and images,
 # HTML-like tags (<at> mentions), {{DATE()}} functions; a leading "# ", "- ", "+ " or "1." too.
 _MARKDOWN = re.compile(r"([\\`*_\[\]<>{}~|])")
 _LEADING = re.compile(r"^(#{1,6}(?=\s|$)|[-+](?=\s)|\d{1,9}(?=[.)](?:\s|$)))")
-
-
-def clean(value: str | None) -> str:
-    """One line of untrusted text: no control characters, no bidi overrides, spaces collapsed."""
-    if not value:
-        return ""
-    return _SPACES.sub(" ", _INVISIBLE.sub("", _CONTROLS.sub(" ", value))).strip()
 
 
 def md_escape(text: str) -> str:
@@ -335,11 +286,6 @@ def md_escape(text: str) -> str:
     if match and match.group(1).isdigit():
         return text[: match.end()] + "\\" + text[match.end() :]
     return "\\" + text if match else text
-
-
-def units(text: str) -> int:
-    """Length in UTF-16 code units (never fewer than the characters a client counts)."""
-    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def fit(text: str, limit: int, *, escaper: Callable[[str], str] = md_escape, ellipsis: str = "…") -> str:
@@ -358,46 +304,15 @@ def fit(text: str, limit: int, *, escaper: Callable[[str], str] = md_escape, ell
     return escaper(kept.rstrip()) + ellipsis
 
 
-def clusters(text: str) -> Iterator[str]:
-    """User-perceived characters, approximately (extended grapheme clusters, simplified)."""
-    i, n = 0, len(text)
-    while i < n:
-        j = i + 1
-        if _is_regional(text[i]) and j < n and _is_regional(text[j]):
-            j += 1  # a flag is two regional indicators
-        while j < n:
-            char = text[j]
-            if char == "\u200d" and j + 1 < n:
-                j += 2  # zero-width joiner: the next character belongs to this one
-            elif _extends(char):
-                j += 1
-            else:
-                break
-        yield text[i:j]
-        i = j
-
-
-def _is_regional(char: str) -> bool:
-    return 0x1F1E6 <= ord(char) <= 0x1F1FF
-
-
-def _extends(char: str) -> bool:
-    code = ord(char)
-    return (
-        unicodedata.category(char) in ("Mn", "Me", "Mc")
-        or 0xFE00 <= code <= 0xFE0F  # variation selectors
-        or 0x1F3FB <= code <= 0x1F3FF  # skin tones
-        or 0xE0020 <= code <= 0xE007F  # emoji tag sequences
-        or char == "\u200d"
-    )
-
-
 def safe_url(value: str | None) -> str | None:
-    """An http(s) URL for Action.OpenUrl, with spaces, quotes and non-ASCII percent-encoded; or None."""
-    if not value:
-        return None
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("https", "http") or not parts.netloc:
-        return None
-    url = quote(value.strip(), safe=":/?#[]@!$&'()*+,;=%~-._")
-    return url if len(url) <= URL_LIMIT else None
+    return _safe_url(value, URL_LIMIT)
+
+
+def notify_states(values: tuple[str, ...], variable: str = "TEAMS_NOTIFY_STATES") -> frozenset[str]:
+    return _notify_states(values, variable)
+
+
+def check_url(url: str, variable: str) -> None:
+    _check_url(
+        url, variable, ": copy the HTTP POST URL of the workflow's 'When a Teams webhook request is received' trigger"
+    )
