@@ -62,10 +62,9 @@ def parse_manifest(raw: dict[str, Any], path: Path | None = None) -> Manifest:
 
 @cache
 def _loader() -> Any:
-    """A safe loader with YAML 1.2 booleans (only true/false), as Terraform's yamldecode reads.
-
-    YAML 1.1 would read ``on:``, ``yes`` or ``off`` as booleans, so the same manifest would
-    mean different things to the function and to Terraform.
+    """A safe loader with YAML 1.2 booleans: only true/false. YAML 1.1 (PyYAML's default)
+    would read ``yes``, ``on`` or ``off`` as booleans; manifest authors mean the words.
+    (Terraform's yamldecode does the same, which is why no manifest key is such a word.)
     """
     import yaml  # only on the first delivery of an instance
 

@@ -1,0 +1,124 @@
+# Bad configuration stops at plan with an error that names the problem.
+
+mock_provider "google" {}
+
+variables {
+  project_id          = "fanout-test"
+  functions_dir       = "tests/fixtures/functions"
+  bundle_dir          = "tests/fixtures/bundles"
+  bigquery_schema_dir = "tests/fixtures/empty"
+  bigquery_views_dir  = "tests/fixtures/empty"
+}
+
+run "the_fixtures_plan_cleanly" {
+  command = plan
+
+  assert {
+    condition     = length(google_cloudfunctions2_function.function) == 4
+    error_message = "The valid fixtures must plan without errors."
+  }
+}
+
+run "an_unknown_function_in_enabled_functions" {
+  command = plan
+
+  variables {
+    enabled_functions = ["ingress", "chat-notfy"]
+  }
+
+  expect_failures = [var.enabled_functions]
+}
+
+run "an_archive_retention_of_zero_days" {
+  command = plan
+
+  variables {
+    archive_retention_days = 0
+  }
+
+  expect_failures = [var.archive_retention_days]
+}
+
+run "an_archive_retention_of_part_of_a_day" {
+  command = plan
+
+  variables {
+    archive_retention_days = 1.5
+  }
+
+  expect_failures = [var.archive_retention_days]
+}
+
+run "an_invalid_subscription_filter" {
+  command = plan
+
+  variables {
+    functions_dir = "tests/fixtures/bad-filter/functions"
+    bundle_dir    = "tests/fixtures/bad-filter/bundles"
+  }
+
+  expect_failures = [google_pubsub_subscription.push]
+}
+
+run "an_unknown_env_placeholder" {
+  command = plan
+
+  variables {
+    functions_dir = "tests/fixtures/bad-placeholder/functions"
+    bundle_dir    = "tests/fixtures/bad-placeholder/bundles"
+  }
+
+  expect_failures = [google_cloudfunctions2_function.function]
+}
+
+run "a_manifest_named_unlike_its_folder" {
+  command = plan
+
+  variables {
+    functions_dir = "tests/fixtures/bad-name/functions"
+    bundle_dir    = "tests/fixtures/bad-name/bundles"
+  }
+
+  expect_failures = [google_cloudfunctions2_function.function]
+}
+
+run "a_project_name_instead_of_an_id" {
+  command = plan
+
+  variables {
+    project_id = "My Project"
+  }
+
+  expect_failures = [var.project_id]
+}
+
+run "a_zone_instead_of_a_region" {
+  command = plan
+
+  variables {
+    region = "europe-west1-b"
+  }
+
+  expect_failures = [var.region]
+}
+
+run "a_dataset_id_with_dashes" {
+  command = plan
+
+  variables {
+    bigquery_dataset_id = "build-metrics"
+  }
+
+  expect_failures = [var.bigquery_dataset_id]
+}
+
+run "bundles_not_built_yet" {
+  command = plan
+
+  variables {
+    bundle_dir = "tests/fixtures/empty"
+  }
+
+  # A warning, not an error: a plan after the first apply does not need the bundles.
+  expect_failures = [check.bundles_built]
+}

@@ -1,0 +1,187 @@
+variable "project_id" {
+  description = "ID of the Google Cloud project that runs the fan-out."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a project ID: 6 to 30 lower-case letters, digits or dashes, starting with a letter and not ending with a dash (the ID, not the project's display name or number)."
+  }
+}
+
+variable "region" {
+  description = "Region for the Cloud Functions and, unless overridden, the buckets, the BigQuery dataset and the Firestore database."
+  type        = string
+  default     = "us-central1"
+
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]+$", var.region))
+    error_message = "region must be a region such as us-central1 or europe-west1: not a zone (europe-west1-b) and not a multi-region (EU)."
+  }
+}
+
+variable "enabled_functions" {
+  description = "Names of the functions to deploy (folders under functions/). null deploys every function that has a function.yaml."
+  type        = list(string)
+  default     = null
+
+  validation {
+    condition     = var.enabled_functions == null || length(setsubtract(toset(coalesce(var.enabled_functions, [])), keys(local.manifests))) == 0
+    error_message = "enabled_functions names a function that has no functions/<name>/function.yaml: ${join(", ", setsubtract(toset(coalesce(var.enabled_functions, [])), keys(local.manifests)))}. Known functions: ${join(", ", sort(keys(local.manifests)))}."
+  }
+}
+
+variable "topic_name" {
+  description = "Name of the Pub/Sub topic the ingress publishes every Buildkite event to."
+  type        = string
+  default     = "buildkite-events"
+
+  validation {
+    condition     = length(var.topic_name) <= 255 && can(regex("^[A-Za-z][A-Za-z0-9._~+%-]{2,}$", var.topic_name)) && !startswith(lower(var.topic_name), "goog")
+    error_message = "topic_name must be 3 to 255 characters, start with a letter, use only letters, digits and . _ ~ + % -, and not start with \"goog\"."
+  }
+}
+
+variable "archive_bucket_name" {
+  description = "Name of the Cloud Storage bucket gcs-archive writes to. null: \"<project_id>-buildkite-archive\"."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.archive_bucket_name == null || can(regex("^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$", coalesce(var.archive_bucket_name, "ok")))
+    error_message = "archive_bucket_name must be 3 to 63 lower-case letters, digits, dashes, underscores or dots, starting and ending with a letter or digit."
+  }
+}
+
+variable "archive_retention_days" {
+  description = "Days an archived event is kept before Cloud Storage deletes it. Objects move to Nearline after 30 days when this is longer."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = var.archive_retention_days >= 1 && var.archive_retention_days <= 36500 && floor(var.archive_retention_days) == var.archive_retention_days
+    error_message = "archive_retention_days must be a whole number of days from 1 to 36500. A lifecycle age of 0 would delete every archived event as soon as it is written."
+  }
+}
+
+variable "source_bucket_name" {
+  description = "Name of the bucket holding the function bundles Terraform deploys first. null: \"<project_id>-buildkite-fanout-sources\"."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.source_bucket_name == null || can(regex("^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$", coalesce(var.source_bucket_name, "ok")))
+    error_message = "source_bucket_name must be 3 to 63 lower-case letters, digits, dashes, underscores or dots, starting and ending with a letter or digit."
+  }
+}
+
+variable "bigquery_dataset_id" {
+  description = "BigQuery dataset for build metrics (tables from schemas/bigquery/*.json, views from queries/views/*.sql)."
+  type        = string
+  default     = "buildkite"
+
+  validation {
+    condition     = length(var.bigquery_dataset_id) <= 1024 && can(regex("^[A-Za-z0-9_]+$", var.bigquery_dataset_id))
+    error_message = "bigquery_dataset_id may contain only letters, digits and underscores (no dashes), at most 1024 of them."
+  }
+}
+
+variable "bigquery_location" {
+  description = "Location of the BigQuery dataset (a region or US / EU). null: the region."
+  type        = string
+  default     = null
+}
+
+variable "firestore_location" {
+  description = "Location of the Firestore database that remembers handled events (a region or nam5 / eur3). null: the region."
+  type        = string
+  default     = null
+}
+
+variable "create_firestore_database" {
+  description = "Create the (default) Firestore database when a function needs idempotency. Set false if the project already has one: Terraform then only adds the TTL policy."
+  type        = bool
+  default     = true
+}
+
+variable "idempotency_collection" {
+  description = "Firestore collection of idempotency records (buildkite_events.idempotency.DEFAULT_COLLECTION); its expire_at field gets a TTL policy."
+  type        = string
+  default     = "buildkite-fanout-idempotency"
+
+  validation {
+    condition     = length(var.idempotency_collection) <= 1500 && can(regex("^[A-Za-z0-9_.-]+$", var.idempotency_collection))
+    error_message = "idempotency_collection must be a top-level collection id: letters, digits, _ . or -."
+  }
+}
+
+variable "notification_channels" {
+  description = "Cloud Monitoring notification channel ids (projects/<p>/notificationChannels/<id>) told when a dead-letter queue holds messages."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.notification_channels : can(regex("^projects/[^/]+/notificationChannels/[^/]+$", c))])
+    error_message = "Each notification channel must be a full id: projects/<project>/notificationChannels/<id>."
+  }
+}
+
+variable "dead_letter_alert_after" {
+  description = "How long a dead-letter queue must hold messages before the alert opens, in seconds."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.dead_letter_alert_after >= 60 && floor(var.dead_letter_alert_after) == var.dead_letter_alert_after
+    error_message = "dead_letter_alert_after must be a whole number of seconds, at least 60 (the metric is sampled once a minute)."
+  }
+}
+
+variable "deletion_protection" {
+  description = "Protect the BigQuery tables and the Firestore database from terraform destroy."
+  type        = bool
+  default     = true
+}
+
+variable "enable_apis" {
+  description = "Enable the Google Cloud APIs the fan-out uses. Turn off where a project factory already manages them."
+  type        = bool
+  default     = true
+}
+
+variable "labels" {
+  description = "Labels added to every resource that takes labels."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for k, v in var.labels : can(regex("^[a-z][a-z0-9_-]{0,62}$", k)) && can(regex("^[a-z0-9_-]{0,63}$", v))])
+    error_message = "Label keys must start with a lower-case letter; keys and values may contain only lower-case letters, digits, _ and -, at most 63 characters."
+  }
+}
+
+# Where the repository keeps what Terraform reads. null: the repository layout around
+# this folder. The tests point these at fixtures.
+
+variable "functions_dir" {
+  description = "Folder holding one <name>/function.yaml per function. null: ../functions."
+  type        = string
+  default     = null
+}
+
+variable "bundle_dir" {
+  description = "Folder holding the <name>.zip bundles that `make package` builds. null: ../build."
+  type        = string
+  default     = null
+}
+
+variable "bigquery_schema_dir" {
+  description = "Folder of BigQuery table schemas, one <table>.json each. null: ../schemas/bigquery."
+  type        = string
+  default     = null
+}
+
+variable "bigquery_views_dir" {
+  description = "Folder of BigQuery views, one <view>.sql each. null: ../queries/views."
+  type        = string
+  default     = null
+}
