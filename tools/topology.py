@@ -25,11 +25,15 @@ class Wiring:
     dead_letter_subscription: str
 
 
-def dead_letter_names(project: str, function: str) -> tuple[str, str]:
-    return (
-        f"projects/{project}/topics/{function}-dead-letter",
-        f"projects/{project}/subscriptions/{function}-dead-letter",
-    )
+def subscription_name(project: str, topic: str, function: str) -> str:
+    """The function's push subscription, named as Terraform names it: ``<topic>-<function>``."""
+    return f"projects/{project}/subscriptions/{topic}-{function}"
+
+
+def dead_letter_names(project: str, function: str, topic: str = "buildkite-events") -> tuple[str, str]:
+    """(dead-letter topic, its pull subscription), both ``<topic>-<function>-dead-letter`` as in Terraform."""
+    name = f"{topic}-{function}-dead-letter"
+    return f"projects/{project}/topics/{name}", f"projects/{project}/subscriptions/{name}"
 
 
 def create_topology(
@@ -54,13 +58,13 @@ def create_topology(
     wiring: dict[str, Wiring] = {}
     for name, endpoint in endpoints.items():
         delivery = manifests[name].delivery
-        dl_topic, dl_sub = dead_letter_names(project, name)
+        dl_topic, dl_sub = dead_letter_names(project, name, topic)
         publisher.create_topic(name=dl_topic)
         subscriber.create_subscription(name=dl_sub, topic=dl_topic)
         min_backoff, max_backoff = delivery.min_backoff_seconds, delivery.max_backoff_seconds
         if max_backoff_seconds is not None:
             min_backoff, max_backoff = min(min_backoff, max_backoff_seconds), min(max_backoff, max_backoff_seconds)
-        subscription = subscriber.subscription_path(project, name)
+        subscription = subscription_name(project, topic, name)
         subscriber.create_subscription(
             request={
                 "name": subscription,
