@@ -16,6 +16,7 @@ from buildkite_events import Nack, parse_delivery
 from buildkite_events.filters import parse_filter
 from buildkite_events.message import message_attributes
 from tests.support import ROOT, cloud_event, envelope, load_function, mcncl, outcomes, payload, payload_names
+from tools import emulators
 from tools.emulators import Service
 from tools.manifests import manifest
 from tools.report import bigquery_client, table_specs
@@ -350,7 +351,6 @@ def test_same_event_from_another_message_is_still_a_duplicate(dataset: str, caps
 def test_a_lost_claim_duplicates_a_row_but_the_latest_views_do_not(
     dataset: str, firestore_emulator: Service, gcp_project: str, capsys: Any
 ) -> None:
-    from tools import emulators
 
     build, job = envelope(payload("build.finished.failed")), envelope(payload("job.finished.failed"))
     deliver(build)
@@ -375,9 +375,14 @@ def test_builds_latest_shows_the_final_finish_of_a_build_that_was_unblocked(data
     assert latest["finished_at"] == ts("2025-06-12T04:20:00Z")
 
 
-def test_builds_latest_prefers_our_message_over_mcncls_for_the_same_build(dataset: str) -> None:
+def test_builds_latest_prefers_our_message_over_mcncls_for_the_same_build(
+    dataset: str, firestore_emulator: Service, gcp_project: str
+) -> None:
     data, attributes = mcncl("build.finished.failed")
     deliver(envelope(payload("build.finished.failed"), message_id="ours"))
+    deliver(envelope(data, attributes, message_id="theirs"))  # the same event: the claim stops it
+    assert len(select(dataset, "builds")) == 1
+    emulators.wipe_firestore(firestore_emulator.host, gcp_project)  # the claims expired or were lost
     deliver(envelope(data, attributes, message_id="theirs"))  # written later, with less in it
     assert len(select(dataset, "builds")) == 2
     (latest,) = select(dataset, "builds_latest")
