@@ -10,12 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 from .timeutil import parse_time, seconds_between
 
@@ -26,6 +25,28 @@ _TERMINAL_BUILD_STATES = frozenset({"passed", "failed", "canceled", "skipped", "
 
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+T = TypeVar("T")
+
+
+class cached_property(Generic[T]):
+    """functools.cached_property without its lock (Python 3.11 takes one on every first read):
+    an event belongs to one delivery, so a race can at worst compute a value twice."""
+
+    def __init__(self, function: Callable[[Any], T]) -> None:
+        self.function = function
+        self.name = function.__name__
+        self.__doc__ = function.__doc__
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> cached_property[T]: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> T: ...
+    def __get__(self, instance: object | None, owner: type | None = None) -> T | cached_property[T]:
+        if instance is None:
+            return self
+        value = self.function(instance)
+        instance.__dict__[self.name] = value  # a plain attribute from now on
+        return value
 
 
 def _obj(value: Any) -> Mapping[str, Any]:

@@ -13,8 +13,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
@@ -117,14 +116,20 @@ def trace_field(headers: Any, project: str | None) -> dict[str, str]:
     return {"logging.googleapis.com/trace": f"projects/{project}/traces/{trace_id}" if project else trace_id}
 
 
-@contextmanager
-def log_context(**fields: Any) -> Iterator[None]:
-    """Add ``fields`` to every log line written inside the block."""
-    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v is not None}})
-    try:
-        yield
-    finally:
-        _context.reset(token)
+class log_context:
+    """``with log_context(**fields):`` adds ``fields`` to every log line written inside the block.
+    A class rather than @contextmanager: it runs for every delivery and costs a third."""
+
+    __slots__ = ("fields", "token")
+
+    def __init__(self, **fields: Any) -> None:
+        self.fields = {k: v for k, v in fields.items() if v is not None}
+
+    def __enter__(self) -> None:
+        self.token = _context.set({**_context.get(), **self.fields})
+
+    def __exit__(self, *exc: object) -> None:
+        _context.reset(self.token)
 
 
 def log(level: int, message: str, **fields: Any) -> None:
