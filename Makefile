@@ -62,3 +62,16 @@ terraform-check: venv ## terraform fmt, validate, test (mocked google provider) 
 
 terraform-schema: venv ## Regenerate the stand-in google provider's schema from npm @cdktf/provider-google
 	$(PY) -m tools.terraform.schema
+
+# --- Operations: dead-letter queues and load (tools/dlq.py, tools/load.py) ----------------
+.PHONY: dlq replay load
+
+dlq: venv ## List dead-lettered events per function, with the reason (PROJECT=..., or PUBSUB_EMULATOR_HOST=... for the local stack)
+	$(PY) -m tools.dlq list $(DLQ_ARGS)
+
+replay: venv ## Replay FUNCTION=<name>'s dead-lettered events to that function only; each is acked once it answers 2xx
+	@test -n "$(FUNCTION)" || { echo "usage: make replay FUNCTION=<name> [DLQ_ARGS='--dry-run|--limit N']"; exit 2; }
+	$(PY) -m tools.dlq replay $(FUNCTION) $(DLQ_ARGS)
+
+load: venv ## Drive the ingress on loopback at rising rates vs a bare functions-framework echo (LOAD_ARGS='--help')
+	$(PY) -m tools.load $(LOAD_ARGS)

@@ -48,9 +48,9 @@ resource "google_monitoring_alert_policy" "dead_letter_backlog" {
 
       1. Read the function's error logs to find the cause (configuration, credentials, a
          downstream outage) and fix it.
-      2. Look at the messages: `gcloud pubsub subscriptions pull SUBSCRIPTION --limit=10`.
-      3. Replay them to the function by publishing them again to the events topic, or
-         acknowledge the ones that should be dropped.
+      2. Look at the messages and their last error: `PROJECT=<project> make dlq`.
+      3. Replay them to that function only: `PROJECT=<project> make replay FUNCTION=<name>`
+         (each is acknowledged once the function answered 2xx).
     EOT
   }
 

@@ -621,28 +621,33 @@ def test_huge_integers_inside_known_fields() -> None:
     assert len(attributes["build_number"]) <= 1024
 
 
-def test_lone_surrogates_survive_every_path() -> None:
+def test_lone_surrogates_become_replacement_characters_off_the_wire() -> None:
+    """Valid JSON but not UTF-8: nothing downstream (logs, Firestore, APIs) could encode them."""
     body = payload("build.finished.failed")
     body["build"]["branch"] = "feature/\ud83d-broken"
     body["build"]["message"] = "fix \udcff"
-    direct = parse_delivery(body)
+    direct = parse_delivery(body)  # a Python dict never went through JSON: kept as given
     assert direct.build is not None and direct.build.branch == "feature/\ud83d-broken"
     data, attributes = to_message(body, "build.finished")
     data.decode("utf-8")  # valid UTF-8 on the wire
     attributes["branch"].encode("utf-8")
+    keys = set()
     for delivery in (envelope(data, attributes), data, data.decode()):
         event = parse_delivery(delivery)
         assert event.build is not None
-        assert event.build.branch == "feature/\ud83d-broken"
-        assert event.build.message == "fix \udcff"
-        assert event.key == direct.key
-        _ = event.key_hash
+        assert event.build.branch == "feature/\ufffd-broken"
+        assert event.build.message == "fix \ufffd"
+        assert event.payload == data or isinstance(delivery, dict)
+        keys.add(event.key)
+        event.key_hash.encode("utf-8")
+    assert len(keys) == 1
 
 
 def test_lone_surrogate_escapes_in_raw_json() -> None:
-    raw = b'{"event": "ping", "x": "\\ud800", "y": "\\udfff\\ud800"}'
+    raw = b'{"event": "ping", "x": "\\ud800", "y": "\\udfff\\ud800", "pair": "\\ud83d\\ude00"}'
     event = parse_delivery(raw)
-    assert event.data["x"] == "\ud800"
+    assert (event.data["x"], event.data["y"], event.data["pair"]) == ("\ufffd", "\ufffd\ufffd", "😀")
+    assert event.payload == raw
     _ = event.key_hash
 
 
@@ -674,9 +679,10 @@ def test_event_type_length_limit() -> None:
 )
 def test_unknown_and_future_events_are_kept(event_type: str, kind: str) -> None:
     body = {"event": event_type, "sender": {"id": "s", "name": "n"}, "thing": {"id": "t-1", "url": 5}}
-    for delivery in (body, envelope(body)):
+    off_the_wire = event_type.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    for delivery, expected in ((body, event_type), (envelope(body), off_the_wire)):
         event = parse_delivery(delivery)
-        assert event.event_type == event_type
+        assert event.event_type == expected
         assert event.kind == kind
         _touch(event)
 

@@ -95,7 +95,9 @@ def pull_all(subscription: str, *, ack: bool = False, max_messages: int = 100) -
     messages: list[dict[str, Any]] = []
     try:
         while True:
-            response = subscriber.pull(request={"subscription": subscription, "max_messages": max_messages}, timeout=5)
+            # return_immediately: an empty pull on the emulator otherwise blocks for seconds
+            request = {"subscription": subscription, "max_messages": max_messages, "return_immediately": True}
+            response = subscriber.pull(request=request, timeout=5)
             if not response.received_messages:
                 break
             for received in response.received_messages:

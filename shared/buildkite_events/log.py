@@ -23,7 +23,8 @@ _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 )
 _secrets: list[str] = []
 REDACTED = "[REDACTED]"
-_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode  # built once: json.dumps(**opts) builds one per call
+_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+_encode_ascii = json.JSONEncoder(default=str).encode  # built once: json.dumps(**opts) builds one per call
 
 logger = logging.getLogger("buildkite_fanout")
 
@@ -38,6 +39,11 @@ def _line(severity: str, message: str, created: float, fields: Mapping[str, Any]
     if fields:
         entry.update(fields)
     line = _encode(entry)
+    if not line.isascii():
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from an event: keep it as a \uXXXX escape
+            line = _encode_ascii(entry)
     return redact(line) if _secrets else line
 
 

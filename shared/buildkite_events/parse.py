@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -101,6 +102,25 @@ def _json_object(raw: bytes | bytearray, what: str) -> dict[str, Any]:
         raise InvalidEvent(f"{what} is JSON too deeply nested or with numbers too large to read") from None
     if not isinstance(value, dict):
         raise InvalidEvent(f"{what} is JSON but not an object (got {type(value).__name__})")
+    if _SURROGATE_ESCAPE.search(text):  # valid JSON, invalid UTF-8: nothing downstream could encode it
+        try:
+            value = dict(_valid_text(value))
+        except RecursionError:
+            raise InvalidEvent(f"{what} is JSON too deeply nested to read") from None
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _valid_text(value: Any) -> Any:
+    """Lone surrogates → U+FFFD (pairs stay the characters they encode); ``payload`` keeps the bytes."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {_valid_text(k): _valid_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_valid_text(v) for v in value]
     return value
 
 
