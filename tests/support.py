@@ -97,6 +97,17 @@ def load_function(name: str) -> ModuleType:
     return module
 
 
+def off_the_wire(value: Any) -> Any:
+    """What a parsed message holds for ``value``: lone surrogates (valid JSON, invalid UTF-8) become U+FFFD."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {off_the_wire(k): off_the_wire(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [off_the_wire(v) for v in value]
+    return value
+
+
 def log_lines(captured: str) -> list[dict[str, Any]]:
     """The structured JSON log lines in captured stdout."""
     lines = []

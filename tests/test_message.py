@@ -349,10 +349,11 @@ def test_lone_surrogates_encode_to_valid_data_that_round_trips() -> None:
         value.encode("utf-8")  # strict: valid UTF-8, as Pub/Sub requires
     event = parse_delivery(envelope(data, attributes))
     assert event.build is not None
-    assert event.build.branch == "bad-\ud800-branch"
-    assert event.build.message == "\udfff first\nsecond \ud83d"
-    assert event.pipeline_slug == "pipe-\udc80"
-    assert event.data["build"]["pipeline"] == "pipe-\udc80"
+    assert event.build.branch == "bad-\ufffd-branch"  # off the wire: U+FFFD, encodable everywhere
+    assert event.build.message == "\ufffd first\nsecond \ufffd"
+    assert event.pipeline_slug == "pipe-\ufffd"
+    assert event.data["build"]["pipeline"] == "pipe-\ufffd"
+    assert json.loads(event.payload)["build"]["branch"] == "bad-\ud800-branch"  # the bytes are kept as sent
 
 
 def test_non_ascii_is_sent_as_utf8_not_escaped() -> None:
