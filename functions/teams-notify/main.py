@@ -22,7 +22,7 @@ import functions_framework
 
 from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, TransientError, env, pubsub_handler
 from buildkite_events.text import check_url as _check_url
-from buildkite_events.text import clean, clusters, retry_after, units
+from buildkite_events.text import clean, clusters, notified_build, retry_after, units
 from buildkite_events.text import notify_states as _notify_states
 from buildkite_events.text import safe_url as _safe_url
 from buildkite_events.timeutil import format_duration
@@ -99,14 +99,9 @@ def parse_pipelines(values: tuple[str, ...]) -> tuple[tuple[str, str | None], ..
 @functions_framework.cloud_event
 @pubsub_handler(Config)
 def notify_teams(event: BuildkiteEvent, config: Config) -> str:
-    build = event.build
-    if event.event_type != "build.finished":
-        return f"skipped: {event.event_type} is not build.finished"
-    if build is None:
-        raise InvalidEvent("build.finished carries no build (no id and no number)")
-    state = build.effective_state or "unknown"
-    if state not in notify_states(config.states):
-        return f"skipped: state {clean(state)[:40]} not notified"
+    build = notified_build(event, notify_states(config.states))
+    if isinstance(build, str):
+        return build  # why not
     if not config.wants(event.pipeline_slug, build.branch):
         where = f"{clean(event.pipeline_slug)[:80] or '?'}@{clean(build.branch)[:80] or '?'}"
         return f"skipped: {where} is not in TEAMS_PIPELINES"

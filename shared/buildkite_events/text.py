@@ -14,6 +14,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from .errors import InvalidEvent
+from .event import Build, BuildkiteEvent
+
 FINISHED_STATES = ("passed", "failed", "blocked", "canceled", "skipped", "not_run")
 
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
@@ -118,3 +121,19 @@ def retry_after(headers: Mapping[str, Any]) -> float | None:
                 return None
             return seconds if math.isfinite(seconds) and seconds >= 0 else None
     return None
+
+
+def notified_build(event: BuildkiteEvent, states: frozenset[str]) -> Build | str:
+    """A finished build whose state is one of ``states``, or why it is not notified.
+
+    The state is the one a person would name: a build that finished blocked is "blocked".
+    """
+    build = event.build
+    if event.event_type != "build.finished":
+        return f"skipped: {event.event_type} is not build.finished"
+    if build is None:
+        raise InvalidEvent("build.finished carries no build (no id and no number)")
+    state = build.effective_state or "unknown"
+    if state not in states:
+        return f"skipped: state {clean(state)[:40]} not notified"
+    return build
