@@ -33,26 +33,26 @@ test: venv lint ## Install from scratch if needed, then run every test (starts a
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 demo: venv ## The main job: the whole fan-out on local emulators, sample webhooks in, a report out
-	$(PY) -m tools.stack demo
+	$(PY) -m tools.local.stack demo
 
 run-local: venv ## Keep the local stack up and print how to send it a webhook
-	$(PY) -m tools.stack run
+	$(PY) -m tools.local.stack run
 
 package: venv ## Build build/<name>/ for every function (main.py, requirements.txt, vendored buildkite_events)
-	$(PY) -m tools.deploy package $(FUNCTIONS)
+	$(PY) -m tools.ops.deploy package $(FUNCTIONS)
 
 deploy-%: venv ## Deploy one function (gen2, python312) from its bundle, settings from its manifest
-	$(PY) -m tools.deploy deploy $*
+	$(PY) -m tools.ops.deploy deploy $*
 
 bench: venv ## Cold start, per-event overhead and throughput, each against a bare baseline
-	$(PY) -m bench
+	$(PY) -m tools.perf.bench
 
 clean: ## Remove build output and caches (keeps .venv)
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .stack
 
 .PHONY: report
 report: venv ## Pipeline analytics (queries/*.sql): BIGQUERY_PROJECT's dataset, else a seeded local bqemulator; charts in build/report/
-	$(PY) -m tools.report $(REPORT_ARGS)
+	$(PY) -m tools.ops.report $(REPORT_ARGS)
 
 # --- Terraform: offline checks of terraform/ (tools/terraform; see terraform/README.md) ----
 .PHONY: terraform-check terraform-schema
@@ -63,15 +63,15 @@ terraform-check: venv ## terraform fmt, validate, test (mocked google provider) 
 terraform-schema: venv ## Regenerate the stand-in google provider's schema from npm @cdktf/provider-google
 	$(PY) -m tools.terraform.schema
 
-# --- Operations: dead-letter queues and load (tools/dlq.py, tools/load.py) ----------------
+# --- Operations and load (tools/ops/dlq.py, tools/perf/load.py) -------------------------
 .PHONY: dlq replay load
 
 dlq: venv ## List dead-lettered events per function, with the reason (PROJECT=..., or PUBSUB_EMULATOR_HOST=... for the local stack)
-	$(PY) -m tools.dlq list $(DLQ_ARGS)
+	$(PY) -m tools.ops.dlq list $(DLQ_ARGS)
 
 replay: venv ## Replay FUNCTION=<name>'s dead-lettered events to that function only; each is acked once it answers 2xx
 	@test -n "$(FUNCTION)" || { echo "usage: make replay FUNCTION=<name> [DLQ_ARGS='--dry-run|--limit N']"; exit 2; }
-	$(PY) -m tools.dlq replay $(FUNCTION) $(DLQ_ARGS)
+	$(PY) -m tools.ops.dlq replay $(FUNCTION) $(DLQ_ARGS)
 
 load: venv ## Drive the ingress on loopback at rising rates vs a bare functions-framework echo (LOAD_ARGS='--help')
-	$(PY) -m tools.load $(LOAD_ARGS)
+	$(PY) -m tools.perf.load $(LOAD_ARGS)

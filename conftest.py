@@ -1,6 +1,6 @@
 """Shared fixtures. Emulators start on first request and live for the whole session.
 
-Process handling lives in tools/emulators.py; fixtures here only wire it into pytest.
+Process handling lives in tools/local/emulators.py; fixtures here only wire it into pytest.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tools import emulators
-from tools.emulators import Service
+from tools.local import emulators
+from tools.local.emulators import Service
 
 GCP_PROJECT = "buildkite-fanout-test"
 
@@ -63,7 +63,7 @@ def firestore(firestore_emulator: Service, gcp_project: str) -> Iterator[Any]:
     client.close()
 
 
-# --- BigQuery: bqemulator, used by functions/bigquery-metrics and tools/report.py -------
+# --- BigQuery: bqemulator, used by functions/bigquery-metrics and tools/ops/report.py -------
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +76,7 @@ def bigquery_dataset(bigquery_emulator: Service, gcp_project: str) -> Iterator[s
     """A new dataset holding every table of schemas/bigquery and view of queries/views: "<project>.<dataset>"."""
     import uuid
 
-    from tools.report import bigquery_client, create_dataset
+    from tools.ops.report import bigquery_client, create_dataset
 
     client = bigquery_client(gcp_project, bigquery_emulator.url)
     dataset = f"test_{uuid.uuid4().hex[:12]}"

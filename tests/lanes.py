@@ -2,7 +2,7 @@
 
 A lane is one Pub/Sub function from its manifest: its own project on the Pub/Sub emulator
 (topic, push subscription with the manifest's filter, ack deadline and dead-letter policy,
-dead-letter topic and subscription, made by ``tools.topology.create_topology``), the
+dead-letter topic and subscription, made by ``tools.local.topology.create_topology``), the
 function under functions-framework, and a ``FaultProxy`` in front of what it calls
 (fake-gcs-server, bqemulator, or the third-party stand-in). Lanes share the emulators but
 nothing else, so a message published for one function's scenario reaches no other.
@@ -27,18 +27,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from buildkite_events.errors import ACKED_OUTCOMES
 from buildkite_events.filters import parse_filter
 from buildkite_events.manifest import Manifest
 from buildkite_events.message import to_message
 from tests.support import PAYLOADS
-from tools import emulators
-from tools.faultproxy import FaultProxy
+from tools import TOPIC
+from tools.local import emulators
+from tools.local.faultproxy import FaultProxy
+from tools.local.standin import StandIn
+from tools.local.topology import Wiring, create_topology
 from tools.manifests import all_manifests, function_dir, function_env
-from tools.standin import StandIn
-from tools.topology import Wiring, create_topology
 
-TOPIC = "buildkite-events"
-ACKED = ("done", "duplicate", "filtered", "invalid")
 # What each function calls, when it is not the third-party stand-in.
 UPSTREAM = {"gcs-archive": "gcs", "bigquery-metrics": "bigquery"}
 # Per-request client timeouts: above the 12 s a "slow" fault holds a call (to outlive the 10 s
@@ -116,7 +116,7 @@ class Lane:
         wanted = set(message_ids)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            acked = {line.get("message_id") for line in self.lines() if line["outcome"] in ACKED}
+            acked = {line.get("message_id") for line in self.lines() if line["outcome"] in ACKED_OUTCOMES}
             if wanted <= acked:
                 return True
             time.sleep(0.2)
@@ -150,7 +150,7 @@ def _project() -> str:
 
 
 def _secret(function: str, variable: str) -> str:
-    return f"local-{function}-{variable.lower()}"  # what the stand-ins accept (tools.stack does the same)
+    return f"local-{function}-{variable.lower()}"  # what the stand-ins accept (tools.local.stack does the same)
 
 
 def _values(project: str, lanes_env: Mapping[str, str]) -> dict[str, str]:

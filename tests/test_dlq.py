@@ -25,8 +25,8 @@ import pytest
 from buildkite_events.parse import parse_delivery
 from tests.lanes import Lane, drain, fixture_message, open_lanes, storage_client
 from tests.support import load_function
-from tools import dlq
-from tools.emulators import Service
+from tools.local.emulators import Service
+from tools.ops import dlq
 
 archive = load_function("gcs-archive")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tools import emulators
-from tools.emulators import EmulatorError, Service
+from tools.local import emulators
+from tools.local.emulators import EmulatorError, Service
 
 
 def assert_gone(service: Service) -> None:

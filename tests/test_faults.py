@@ -14,7 +14,7 @@ one fresh event at a time goes through these scenarios:
   racing the first delivery) → exactly once;
 - the dependency never recovers → the message is in the dead-letter queue after the
   manifest's max_delivery_attempts with no side effect; once the dependency is back,
-  ``tools.dlq.replay`` makes the side effect happen exactly once;
+  ``tools.ops.dlq.replay`` makes the side effect happen exactly once;
 - a build's events in reverse order (finished, running, scheduled) → GitHub keeps the
   finished state (no regression), and every other function does what the natural order does.
 
@@ -57,9 +57,9 @@ from tests.lanes import (
     set_ack_deadline,
 )
 from tests.support import payload
-from tools import dlq
-from tools.emulators import Service
-from tools.standins import github, jira, slack, teams
+from tools.local.emulators import Service
+from tools.local.standins import github, jira, slack, teams
+from tools.ops import dlq
 
 Count = Callable[[Lanes, Lane], int]
 
@@ -81,7 +81,7 @@ def _gcs_objects(lanes: Lanes, lane: Lane) -> int:
 
 
 def _bigquery_rows(lanes: Lanes, lane: Lane) -> int:
-    from tools.report import bigquery_client
+    from tools.ops.report import bigquery_client
 
     project = lanes.bigquery_dataset.split(".")[0]
     client = bigquery_client(project, lanes.services["bigquery"].url)

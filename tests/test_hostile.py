@@ -25,16 +25,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from buildkite_events import Nack
+from buildkite_events.errors import ACKED_OUTCOMES
 from buildkite_events.message import MAX_ATTRIBUTE_BYTES, to_message, truncate_utf8
 from buildkite_events.signature import sign
 from tests.lanes import UPSTREAM, accepted_fixtures, drain, pubsub_manifests, storage_client
 from tests.support import ROOT, cloud_event, envelope, load_function, payload
+from tools.local.standin import StandIn
 from tools.manifests import function_env
-from tools.standin import StandIn
 
 TOKEN = "hostile-test-webhook-token"
 INGRESS = ROOT / "functions" / "ingress" / "main.py"
-ACKED = {"done", "duplicate", "filtered", "invalid"}
+ACKED = ACKED_OUTCOMES
 NACKED = {"retry", "config_error"}  # deliberate: the message goes back to Pub/Sub, then the dead-letter queue
 
 BOUNDED = settings(

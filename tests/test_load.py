@@ -6,8 +6,8 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from tools import load
-from tools.emulators import Service
+from tools.local.emulators import Service
+from tools.perf import load
 
 
 def test_a_short_load_run_publishes_exactly_what_the_ingress_accepted(tmp_path: Path, pubsub_emulator: Service) -> None:

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from tests.support import envelope, payload
-from tools import deploy, emulators
+from tools.local import emulators
 from tools.manifests import all_manifests
+from tools.ops import deploy
 
 
 def test_every_function_packages_with_the_shared_package_vendored(tmp_path: Path) -> None:

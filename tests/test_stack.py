@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tools import stack as local
+from tools.local import stack as local
 
 
 def _archive_names() -> list[str]:

@@ -163,7 +163,7 @@ def _terraform_default(variable: str) -> str:
 
 
 def test_make_deploy_uses_the_names_terraform_creates(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tools import deploy
+    from tools.ops import deploy
 
     for name in ("PROJECT", "TOPIC", "ARCHIVE_BUCKET", "BIGQUERY_DATASET"):
         monkeypatch.delenv(name, raising=False)

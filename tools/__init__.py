@@ -1,0 +1,17 @@
+"""Project tooling, in rooms by audience:
+
+- ``tools/local``: the local simulation (emulators, topology, third-party stand-ins, fault
+  proxy, the whole stack for ``make demo`` / ``make run-local``);
+- ``tools/ops``: operator commands that touch a real project (deploy, dead-letter queues, report);
+- ``tools/perf``: benchmarks and load (``make bench``, ``make load``);
+- ``tools/terraform``: the offline Terraform toolchain (``make terraform-check``).
+
+Modules at this level (manifests, BigQuery set-up, these constants) serve every room; rooms
+never import each other except through them (ops and perf may start local emulators).
+"""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL_PROJECT = "buildkite-fanout-local"  # the local stack's Google Cloud project on the emulators
+TOPIC = "buildkite-events"

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from buildkite_events.manifest import MANIFEST_NAME, Manifest, load_manifest
+from tools import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS_DIR = ROOT / "functions"
 _PLACEHOLDER = re.compile(r"\$\{([a-z_]+)\}")
 

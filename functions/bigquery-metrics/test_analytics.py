@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from tests.support import ROOT
-from tools.emulators import Service
-from tools.report import (
+from tools.local.emulators import Service
+from tools.ops.report import (
     QUESTIONS,
     Seeded,
     bigquery_client,

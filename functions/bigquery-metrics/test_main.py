@@ -16,11 +16,11 @@ from buildkite_events import Nack, parse_delivery
 from buildkite_events.filters import parse_filter
 from buildkite_events.message import message_attributes
 from tests.support import ROOT, cloud_event, envelope, load_function, mcncl, outcomes, payload, payload_names
-from tools import emulators
-from tools.emulators import Service
+from tools.local import emulators
+from tools.local.emulators import Service
+from tools.local.standin import Fault, Recorded, Reply, StandIn
 from tools.manifests import manifest
-from tools.report import bigquery_client, table_specs
-from tools.standin import Fault, Recorded, Reply, StandIn
+from tools.ops.report import bigquery_client, table_specs
 
 metrics = load_function("bigquery-metrics")
 STORED_EVENTS = {"build.finished", "build.skipped", "job.finished"}
@@ -302,7 +302,7 @@ def test_rows_have_exactly_the_schema_columns_and_types(name: str) -> None:
 
 
 def test_synthetic_history_rows_match_the_schema_too() -> None:
-    from tools.report import seed_rows, synthetic_history
+    from tools.ops.report import seed_rows, synthetic_history
 
     seeded = seed_rows(synthetic_history(days=2, seed=11))
     assert seeded.builds and seeded.jobs

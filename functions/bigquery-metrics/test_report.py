@@ -9,8 +9,9 @@ import pytest
 import requests
 
 from tests.support import ROOT
-from tools import emulators, report
-from tools.emulators import Service
+from tools.local import emulators
+from tools.local.emulators import Service
+from tools.ops import report
 
 
 def test_spatial_extension_install_is_idempotent() -> None:
@@ -76,4 +77,4 @@ def test_report_without_a_project_seeds_its_own_emulator_draws_charts_and_stops_
 def test_make_report_runs_the_report() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert "\nreport: venv ## " in makefile
-    assert "$(PY) -m tools.report" in makefile
+    assert "$(PY) -m tools.ops.report" in makefile

@@ -11,7 +11,7 @@ import pytest
 
 from buildkite_events import Nack, parse_delivery
 from tests.support import cloud_event, envelope, load_function, mcncl, outcomes, payload, payload_names
-from tools.standin import Fault, StandIn
+from tools.local.standin import Fault, StandIn
 
 archive = load_function("gcs-archive")
 

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from buildkite_events import Nack, parse_delivery
 from tests.support import cloud_event, envelope, load_function, mcncl, outcomes, payload
-from tools.standin import Fault, StandIn
-from tools.standins import github as gh_standin
+from tools.local.standin import Fault, StandIn
+from tools.local.standins import github as gh_standin
 
 fn = load_function("github-status")
 

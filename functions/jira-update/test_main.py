@@ -13,9 +13,9 @@ import pytest
 
 from buildkite_events import Nack, parse_delivery
 from tests.support import cloud_event, envelope, load_function, mcncl, outcomes, payload
-from tools import emulators
-from tools.standin import Fault, StandIn
-from tools.standins import jira as jira_standin
+from tools.local import emulators
+from tools.local.standin import Fault, StandIn
+from tools.local.standins import jira as jira_standin
 
 fn = load_function("jira-update")
 

@@ -17,8 +17,8 @@ import pytest
 
 from buildkite_events import Nack
 from tests.support import cloud_event, envelope, load_function, log_lines, mcncl, payload, payload_names
-from tools.standin import Fault, StandIn
-from tools.standins import slack as slack_api
+from tools.local.standin import Fault, StandIn
+from tools.local.standins import slack as slack_api
 
 fn: Any = load_function("slack-notify")
 MAIN = Path(fn.__file__)

@@ -18,8 +18,8 @@ import pytest
 
 from buildkite_events import Nack
 from tests.support import cloud_event, envelope, load_function, log_lines, mcncl, payload, payload_names
-from tools.standin import Fault, StandIn
-from tools.standins import teams as teams_api
+from tools.local.standin import Fault, StandIn
+from tools.local.standins import teams as teams_api
 
 fn: Any = load_function("teams-notify")
 MAIN = Path(fn.__file__)

@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+ACKED_OUTCOMES = frozenset({"done", "duplicate", "filtered", "invalid"})
+"""Logged outcomes that answer 2xx (Pub/Sub acks); every other outcome nacks."""
+
 
 class FanoutError(Exception):
     """Base class. ``str(err)`` must be safe to log: never put a secret in it."""

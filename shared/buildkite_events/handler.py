@@ -31,7 +31,7 @@ from flask import has_request_context, request  # functions-framework has loaded
 from werkzeug.exceptions import InternalServerError
 
 from .config import load_config, secret_values
-from .errors import ConfigError, InvalidEvent, TransientError
+from .errors import ACKED_OUTCOMES, ConfigError, InvalidEvent, TransientError
 from .event import BuildkiteEvent
 from .filters import Filter, parse_filter
 from .log import configure_logging, log, log_context, redact, register_secrets, trace_field
@@ -44,7 +44,6 @@ Handler = Callable[[BuildkiteEvent, C], "str | None"]
 
 MAX_ATTEMPTS = 4
 FIRST_BACKOFF_SECONDS = 0.5
-_ACKED = frozenset({"done", "duplicate", "filtered", "invalid"})
 _LEVELS = {"done": logging.INFO, "duplicate": logging.INFO, "filtered": logging.INFO, "invalid": logging.WARNING}
 
 
@@ -127,7 +126,7 @@ def pubsub_handler(
             line = f"{outcome}: {detail}" if detail else outcome
             elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
             log(_LEVELS.get(outcome, logging.ERROR), line, outcome=outcome, duration_ms=elapsed_ms, **fields)
-            if outcome not in _ACKED:
+            if outcome not in ACKED_OUTCOMES:
                 raise Nack(description=redact(line)[:500])
 
         entry.instance = instance  # type: ignore[attr-defined]

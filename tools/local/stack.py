@@ -21,21 +21,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from buildkite_events.errors import ACKED_OUTCOMES
 from buildkite_events.manifest import Manifest
 from buildkite_events.signature import sign
+from tools import LOCAL_PROJECT, ROOT, TOPIC
+from tools.local import emulators
+from tools.manifests import all_manifests, function_dir, function_env
 
-from . import emulators
-from .manifests import ROOT, all_manifests, function_dir, function_env
 from .standin import StandIn
 from .topology import Wiring, create_topology, publish_raw, pull_all
 
-PROJECT = "buildkite-fanout-local"
-TOPIC = "buildkite-events"
+PROJECT = LOCAL_PROJECT
 ARCHIVE_BUCKET = "buildkite-archive-local"
 BIGQUERY_DATASET = "buildkite"
 WEBHOOK_TOKEN = "local-webhook-token-0123456789abcdef"  # noqa: S105 - a local-only demo value
 FIXTURES = ROOT / "tests" / "fixtures" / "buildkite"
-ACKED = ("done", "duplicate", "filtered", "invalid")
 
 
 @dataclass
@@ -164,7 +164,7 @@ def _create_bucket(name: str) -> None:
 
 def _create_bigquery_dataset(stack: LocalStack) -> None:
     """bigquery-metrics' tables and views, from schemas/bigquery and queries/views, as Terraform makes them."""
-    from .report import bigquery_client, create_dataset
+    from tools.bigquery import bigquery_client, create_dataset
 
     create_dataset(bigquery_client(PROJECT, stack.services["bigquery"].url), PROJECT, BIGQUERY_DATASET)
 
@@ -183,7 +183,8 @@ def wait_settled(stack: LocalStack, expected: int, timeout: float = 90.0) -> boo
         for name in stack.wiring:
             dead[name] += len(pull_all(stack.wiring[name].dead_letter_subscription, ack=True))
         settled = all(
-            len({line.get("message_id") for line in stack.outcomes(name) if line["outcome"] in ACKED}) + dead[name]
+            len({line.get("message_id") for line in stack.outcomes(name) if line["outcome"] in ACKED_OUTCOMES})
+            + dead[name]
             >= expected
             for name in stack.wiring
         )
@@ -232,7 +233,8 @@ def _function_report(stack: LocalStack, name: str) -> list[str]:
         blobs = list(client.list_blobs(ARCHIVE_BUCKET))
         return [f"bucket gs://{ARCHIVE_BUCKET} holds {len(blobs)} objects"]
     if name == "bigquery-metrics":
-        from .report import bigquery_client, demo_lines
+        from tools.bigquery import bigquery_client
+        from tools.ops.report import demo_lines
 
         return demo_lines(bigquery_client(PROJECT, stack.services["bigquery"].url), PROJECT, BIGQUERY_DATASET)
     return []
@@ -288,7 +290,7 @@ def run() -> int:
 def main(argv: list[str]) -> int:
     commands = {"demo": demo, "run": run}
     if len(argv) != 1 or argv[0] not in commands:
-        print("usage: python -m tools.stack demo|run", file=sys.stderr)
+        print("usage: python -m tools.local.stack demo|run", file=sys.stderr)
         return 2
     return commands[argv[0]]()
 

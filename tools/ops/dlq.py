@@ -1,7 +1,7 @@
 """Dead-letter queues: what each function gave up on, and replaying it to that function only.
 
-    python -m tools.dlq list [FUNCTION ...] [--project P] [--logs DIR | --no-logs] [--json]
-    python -m tools.dlq replay FUNCTION [--project P] [--limit N] [--dry-run] [--endpoint URL]
+    python -m tools.ops.dlq list [FUNCTION ...] [--project P] [--logs DIR | --no-logs] [--json]
+    python -m tools.ops.dlq replay FUNCTION [--project P] [--limit N] [--dry-run] [--endpoint URL]
 
 Works against real Pub/Sub (project from ``--project``, ``PROJECT``, ``GOOGLE_CLOUD_PROJECT``
 or gcloud's default) and against the emulator (``PUBSUB_EMULATOR_HOST``; the local stack's
@@ -48,16 +48,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .manifests import ROOT, all_manifests
+from buildkite_events.errors import ACKED_OUTCOMES
+from tools import LOCAL_PROJECT, ROOT
+from tools.manifests import all_manifests
 
 SOURCE_PREFIX = "CloudPubSubDeadLetterSource"
 DELIVERY_COUNT = SOURCE_PREFIX + "DeliveryCount"
 SOURCE_SUBSCRIPTION = SOURCE_PREFIX + "Subscription"
 SOURCE_PROJECT = SOURCE_PREFIX + "SubscriptionProject"
 SOURCE_PUBLISH_TIME = SOURCE_PREFIX + "TopicPublishTime"
-LOCAL_PROJECT = "buildkite-fanout-local"  # tools.stack.PROJECT (not imported: it pulls in the whole stack)
 LOCAL_LOGS = ROOT / ".stack" / "logs"
-ACKED_OUTCOMES = frozenset({"done", "duplicate", "filtered", "invalid"})
 LEASE_SECONDS = 600  # Pub/Sub's longest ack deadline: a message being looked at is not handed out twice
 PULL_BATCH = 100
 
@@ -638,7 +638,7 @@ def _clients(subscriber: Any, publisher: Any) -> tuple[Any, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tools.dlq", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.ops.dlq", description=__doc__.split("\n\n")[0])
     parser.add_argument("--project", help="Google Cloud project (default: PROJECT, GOOGLE_CLOUD_PROJECT, gcloud)")
     commands = parser.add_subparsers(dest="command", required=True)
     show = commands.add_parser("list", help="list dead-lettered messages per function (nothing is acknowledged)")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from tools.standin import Fault, Recorded, Reply, StandIn
+from tools.local.standin import Fault, Recorded, Reply, StandIn
 
 PREFIX = "/teams/workflows"
 DEMO_WORKFLOW = "local-demo"

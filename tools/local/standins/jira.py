@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
-from tools.standin import Recorded, Reply, StandIn
+from tools.local.standin import Recorded, Reply, StandIn
 
 PREFIX = "/jira/rest/api/2"
 DEMO_TOKEN = "local-jira-update-jira_token"  # what the local stack sets JIRA_TOKEN to  # noqa: S105

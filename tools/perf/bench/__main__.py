@@ -31,9 +31,10 @@ from buildkite_events.manifest import Manifest
 from buildkite_events.message import to_message
 from buildkite_events.parse import parse_delivery
 from buildkite_events.signature import sign
-from tools import emulators
-from tools.manifests import ROOT, function_dir
-from tools.stack import WEBHOOK_TOKEN, LocalStack, local_stack
+from tools import ROOT
+from tools.local import emulators
+from tools.local.stack import WEBHOOK_TOKEN, LocalStack, local_stack
+from tools.manifests import function_dir
 
 BARE = Path(__file__).resolve().parent / "bare"
 PAYLOADS = ROOT / "tests" / "fixtures" / "buildkite" / "payloads"

@@ -1,7 +1,7 @@
 """``make package`` and ``make deploy-<name>``.
 
-    python -m tools.deploy package [NAME ...]   # build/<name>/ and build/<name>.zip
-    python -m tools.deploy deploy NAME          # gcloud functions deploy (DRY_RUN=1 prints it)
+    python -m tools.ops.deploy package [NAME ...]   # build/<name>/ and build/<name>.zip
+    python -m tools.ops.deploy deploy NAME          # gcloud functions deploy (DRY_RUN=1 prints it)
 
 A bundle is what Cloud Functions builds from: the function's ``main.py`` and
 ``function.yaml``, the ``buildkite_events`` package vendored beside them, and one
@@ -20,8 +20,8 @@ import zipfile
 from pathlib import Path
 
 from buildkite_events.manifest import Manifest
-
-from .manifests import ROOT, function_dir, function_env, manifest
+from tools import ROOT
+from tools.manifests import function_dir, function_env, manifest
 
 BUILD_DIR = ROOT / "build"
 SHARED = ROOT / "shared"

@@ -11,7 +11,7 @@ token-authenticated and half HMAC-signed. The echo gets the same requests.
 For the ingress every step ends by counting what reached the topic on a pull subscription:
 it must equal the requests the ingress accepted (200), or the run fails.
 
-    python -m tools.load [--rates 25,50,100,200,400] [--seconds 5] [--clients 32]
+    python -m tools.perf.load [--rates 25,50,100,200,400] [--seconds 5] [--clients 32]
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from buildkite_events.signature import sign
-
-from . import emulators
-from .manifests import ROOT, function_dir
+from tools import ROOT
+from tools.local import emulators
+from tools.manifests import function_dir
 
 PAYLOADS = ROOT / "tests" / "fixtures" / "buildkite" / "payloads"
-BARE = ROOT / "bench" / "bare"
+BARE = ROOT / "tools" / "perf" / "bench" / "bare"
 PROJECT, TOPIC, SUBSCRIPTION = "buildkite-fanout-load", "buildkite-events", "load-count"
 TOKEN = "load-webhook-token-0123456789"  # noqa: S105 - a local-only value
 # What a busy Buildkite organisation sends: several jobs per build, each job scheduled,
@@ -262,7 +262,7 @@ def summary(steps: Sequence[Step]) -> tuple[str, bool]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.load", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.perf.load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="25,50,100,200,400", help="offered requests/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each step")
     parser.add_argument("--clients", type=int, default=32, help="concurrent keep-alive connections")

@@ -1,4 +1,4 @@
-"""Pipeline analytics from BigQuery: ``make report`` (``python -m tools.report``).
+"""Pipeline analytics from BigQuery: ``make report`` (``python -m tools.ops.report``).
 
 Runs every question in ``queries/*.sql`` over a window and prints readable tables, plus one
 PNG per pipeline of its default-branch duration trend (``build/report/``).
@@ -37,76 +37,19 @@ from buildkite_events import BuildkiteEvent, parse_delivery
 from buildkite_events.filters import parse_filter
 from buildkite_events.message import message_attributes
 from buildkite_events.timeutil import format_duration, isoformat
+from tools import LOCAL_PROJECT, ROOT
+from tools.bigquery import QUERY_DIR, bigquery_client, create_dataset, render
+from tools.manifests import function_dir, manifest
 
-from .manifests import ROOT, function_dir, manifest
-
-SCHEMA_DIR = ROOT / "schemas" / "bigquery"
-QUERY_DIR = ROOT / "queries"
-VIEW_DIR = QUERY_DIR / "views"
 FIXTURES = ROOT / "tests" / "fixtures" / "buildkite" / "payloads"
 CHART_DIR = ROOT / "build" / "report"
 FUNCTION = "bigquery-metrics"
-LOCAL_PROJECT = "buildkite-fanout-local"
 LOCAL_DATASET = "buildkite"
 HISTORY_END = datetime(2025, 6, 13, tzinfo=UTC)  # the day after the fixtures' builds
 HISTORY_DAYS = 28
 QUERY_TIMEOUT_SECONDS = 300.0
 
-# --- BigQuery plumbing ---------------------------------------------------------------
-
-
-def bigquery_client(project: str, api_url: str | None = None) -> Any:
-    """The official client: Application Default Credentials, or anonymous against an emulator."""
-    from google.cloud import bigquery
-
-    if not api_url:
-        return bigquery.Client(project=project, location=os.environ.get("BIGQUERY_LOCATION") or None)
-    from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
-
-    return bigquery.Client(
-        project=project, credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=api_url)
-    )
-
-
-def table_specs() -> dict[str, dict[str, Any]]:
-    """``schemas/bigquery/<table>.json`` by table name."""
-    return {path.stem: json.loads(path.read_text()) for path in sorted(SCHEMA_DIR.glob("*.json"))}
-
-
-def render(sql: str, project: str, dataset: str) -> str:
-    """Fill ``${project}`` and ``${bigquery_dataset}`` as Terraform does for the views."""
-    text = sql.replace("${project}", project).replace("${bigquery_dataset}", dataset)
-    if "${" in text:
-        raise ValueError("SQL uses a placeholder other than ${project} and ${bigquery_dataset}")
-    return text
-
-
-def create_dataset(client: Any, project: str, dataset: str) -> None:
-    """The dataset, its tables (schema, partitioning, clustering) and views, as Terraform makes them."""
-    from google.cloud import bigquery
-
-    client.create_dataset(f"{project}.{dataset}", exists_ok=True, timeout=30)
-    for name, spec in table_specs().items():
-        fields = spec["fields"] if isinstance(spec, dict) else spec
-        table = bigquery.Table(
-            f"{project}.{dataset}.{name}", schema=[bigquery.SchemaField.from_api_repr(f) for f in fields]
-        )
-        if isinstance(spec, dict):
-            table.description = spec.get("description")
-            partitioning = spec.get("time_partitioning")
-            if partitioning:
-                table.time_partitioning = bigquery.TimePartitioning(
-                    type_=partitioning.get("type", "DAY"),
-                    field=partitioning.get("field"),
-                    expiration_ms=partitioning.get("expiration_ms"),
-                )
-            table.clustering_fields = spec.get("clustering")
-        client.create_table(table, exists_ok=True, timeout=30)
-    for path in sorted(VIEW_DIR.glob("*.sql")):
-        view = bigquery.Table(f"{project}.{dataset}.{path.stem}")
-        view.view_query = render(path.read_text(), project, dataset)
-        client.create_table(view, exists_ok=True, timeout=30)
+# --- queries ---------------------------------------------------------------------
 
 
 def run_query(
@@ -819,7 +762,7 @@ def demo_lines(client: Any, project: str, dataset: str) -> list[str]:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.report",
+        prog="python -m tools.ops.report",
         description="Pipeline analytics from BigQuery (set BIGQUERY_PROJECT), or from a seeded local bqemulator.",
     )
     parser.add_argument("--days", type=int, default=HISTORY_DAYS, help="window length in days (default 28)")
@@ -867,7 +810,7 @@ def _report_configured(args: argparse.Namespace, project: str, charts: Path | No
 
 
 def _report_seeded(args: argparse.Namespace, charts: Path | None) -> int:
-    from . import emulators
+    from tools.local import emulators
 
     since, until = _window(args, HISTORY_END)
     print("No BIGQUERY_PROJECT set: seeding a local bqemulator (fixture webhooks + a synthetic history).")

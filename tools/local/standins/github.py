@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
-from tools.standin import Recorded, Reply, StandIn
+from tools.local.standin import Recorded, Reply, StandIn
 
 PREFIX = r"/github(?:/api/v3)?"
 DOCS = "https://docs.github.com/rest"

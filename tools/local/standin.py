@@ -5,7 +5,7 @@ with their real client libraries. It records every request so tests and ``make d
 can show what the real service would have received, and it can be told to fail
 (status, ``Retry-After``, delay) for the next N requests on a route.
 
-Providers live in ``tools/standins/<provider>.py``, each exposing ``register(server)`` and
+Providers live in ``tools/local/standins/<provider>.py``, each exposing ``register(server)`` and
 optionally ``report(server) -> (title, lines)`` for ``make demo``; adding a provider is
 adding a file.
 """
@@ -95,10 +95,10 @@ class StandIn:
 
     def load_providers(self) -> StandIn:
         """Register every provider module; those with ``report(server)`` join the demo report."""
-        from tools import standins
+        from tools.local import standins
 
         for info in pkgutil.iter_modules(standins.__path__):
-            module = importlib.import_module(f"tools.standins.{info.name}")
+            module = importlib.import_module(f"tools.local.standins.{info.name}")
             module.register(self)
             if hasattr(module, "report"):
                 self._reporters.append(module.report)

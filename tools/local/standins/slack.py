@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tools.standin import Fault, Recorded, Reply, StandIn
+from tools.local.standin import Fault, Recorded, Reply, StandIn
 
 PREFIX = "/slack/api"
 DEMO_TOKEN = "local-slack-notify-slack_token"  # what the local stack sets SLACK_TOKEN to  # noqa: S105
