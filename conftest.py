@@ -76,7 +76,7 @@ def bigquery_dataset(bigquery_emulator: Service, gcp_project: str) -> Iterator[s
     """A new dataset holding every table of schemas/bigquery and view of queries/views: "<project>.<dataset>"."""
     import uuid
 
-    from tools.ops.report import bigquery_client, create_dataset
+    from tools.bigquery import bigquery_client, create_dataset
 
     client = bigquery_client(gcp_project, bigquery_emulator.url)
     dataset = f"test_{uuid.uuid4().hex[:12]}"

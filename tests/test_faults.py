@@ -81,7 +81,7 @@ def _gcs_objects(lanes: Lanes, lane: Lane) -> int:
 
 
 def _bigquery_rows(lanes: Lanes, lane: Lane) -> int:
-    from tools.ops.report import bigquery_client
+    from tools.bigquery import bigquery_client
 
     project = lanes.bigquery_dataset.split(".")[0]
     client = bigquery_client(project, lanes.services["bigquery"].url)

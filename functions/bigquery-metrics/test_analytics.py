@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from tests.support import ROOT
+from tools.bigquery import bigquery_client
 from tools.local.emulators import Service
 from tools.ops.report import (
     QUESTIONS,
     Seeded,
-    bigquery_client,
     format_table,
     print_report,
     run_query,

@@ -16,11 +16,11 @@ from buildkite_events import Nack, parse_delivery
 from buildkite_events.filters import parse_filter
 from buildkite_events.message import message_attributes
 from tests.support import ROOT, cloud_event, envelope, load_function, mcncl, outcomes, payload, payload_names
+from tools.bigquery import bigquery_client, table_specs
 from tools.local import emulators
 from tools.local.emulators import Service
 from tools.local.standin import Fault, Recorded, Reply, StandIn
 from tools.manifests import manifest
-from tools.ops.report import bigquery_client, table_specs
 
 metrics = load_function("bigquery-metrics")
 STORED_EVENTS = {"build.finished", "build.skipped", "job.finished"}

@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from tests.support import ROOT
+from tools.bigquery import bigquery_client
 from tools.local import emulators
 from tools.local.emulators import Service
 from tools.ops import report
@@ -24,7 +25,7 @@ def test_report_reads_a_configured_dataset(
     bigquery_dataset: str, bigquery_emulator: Service, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     project, dataset = bigquery_dataset.split(".")
-    client = report.bigquery_client(project, bigquery_emulator.url)
+    client = bigquery_client(project, bigquery_emulator.url)
     report.seed(client, project, dataset, report.seed_rows(report.fixture_bodies()))
     monkeypatch.setenv("BIGQUERY_PROJECT", project)
     monkeypatch.setenv("BIGQUERY_DATASET", dataset)
