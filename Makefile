@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z%_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  deploy-<name>    Deploy one function with gcloud (DRY_RUN=1 prints the command); names: $(FUNCTIONS)"
+	@echo "  deploy-<name>    Deploy one function's code with gcloud (DRY_RUN=1 prints the commands; PUBLIC_INGRESS as Terraform's public_ingress); names: $(FUNCTIONS)"
 
 $(VENV)/.installed: requirements-dev.txt shared/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required" if sys.version_info < (3, 11) else 0)'
@@ -38,10 +38,10 @@ demo: venv ## The main job: the whole fan-out on local emulators, sample webhook
 run-local: venv ## Keep the local stack up and print how to send it a webhook
 	$(PY) -m tools.local.stack run
 
-package: venv ## Build build/<name>/ for every function (main.py, requirements.txt, vendored buildkite_events)
+package: venv ## Build build/<name>/ for every function (main.py, requirements.txt, vendored buildkite_events); build/first/<name>.zip for Terraform once
 	$(PY) -m tools.ops.deploy package $(FUNCTIONS)
 
-deploy-%: venv ## Deploy one function (gen2, python312) from its bundle, settings from its manifest
+deploy-%: venv ## Deploy one function's code (gen2) with its manifest's settings, as the build account; never rewrites build/first/
 	$(PY) -m tools.ops.deploy deploy $*
 
 bench: venv ## Cold start, per-event overhead and throughput, each against a bare baseline

@@ -1,10 +1,10 @@
 # Cloud Functions (2nd gen), one per manifest, each running as its own service account.
 #
 # Who owns what: Terraform owns every setting (service account, env, secrets, memory,
-# timeout, instances, IAM) and deploys each function's first code from build/<name>.zip.
-# After that the code belongs to `make deploy-<name>`, which deploys the same settings from
-# the same manifest with new source; Terraform ignores the source so that a plan after a
-# deploy shows no changes.
+# timeout, instances, IAM) and deploys each function's first code from
+# build/first/<name>.zip. After that the code belongs to `make deploy-<name>`, which deploys
+# the same settings from the same manifest with new source; Terraform ignores the source so
+# that a plan after a deploy shows no changes.
 
 resource "google_storage_bucket_object" "bundle" {
   for_each = local.functions
@@ -14,8 +14,11 @@ resource "google_storage_bucket_object" "bundle" {
   source = "${local.bundle_dir}/${each.key}.zip"
 
   lifecycle {
-    # Rebuilding the bundle for `make deploy-<name>` must not make Terraform upload it again.
-    ignore_changes = [detect_md5hash, source]
+    # The provider compares the MD5 of the file at `source` with the object's at every
+    # plan, whatever ignore_changes says. So the first bundles live in build/first/, which
+    # `make package` writes once and `make deploy-<name>` never touches (tests/test_package.py
+    # fails if the two paths ever meet); this only keeps a moved checkout from re-uploading.
+    ignore_changes = [source]
   }
 }
 
@@ -30,8 +33,9 @@ resource "google_cloudfunctions2_function" "function" {
   labels      = merge(local.labels, { function = each.key })
 
   build_config {
-    runtime     = each.value.runtime
-    entry_point = each.value.entry_point
+    runtime         = each.value.runtime
+    entry_point     = each.value.entry_point
+    service_account = google_service_account.build.id
 
     source {
       storage_source {
@@ -50,9 +54,10 @@ resource "google_cloudfunctions2_function" "function" {
     max_instance_request_concurrency = each.value.concurrency
     service_account_email            = google_service_account.runtime[each.key].email
     all_traffic_on_latest_revision   = true
-    # Pub/Sub push and Buildkite both arrive from outside the VPC; invoker IAM guards the
-    # Pub/Sub functions and the ingress checks Buildkite's token or signature.
-    ingress_settings = "ALLOW_ALL"
+    # Buildkite calls the ingress from the internet. Pub/Sub push from this project counts
+    # as internal traffic, so the other functions accept nothing else (replays reach them
+    # through Pub/Sub too).
+    ingress_settings = each.value.trigger == "http" ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY"
 
     # Cloud Functions sets LOG_EXECUTION_ID itself; declaring it avoids a permanent diff.
     environment_variables = merge({ LOG_EXECUTION_ID = "true" }, each.value.env)
@@ -85,29 +90,49 @@ resource "google_cloudfunctions2_function" "function" {
       error_message = "functions/${each.key}/function.yaml: env uses a placeholder Terraform does not know (${join(", ", [for key, value in each.value.env : key if can(regex("\\$\\{", value))])}); the known ones are $${project}, $${region}, $${topic}, $${archive_bucket} and $${bigquery_dataset}."
     }
     precondition {
-      condition     = alltrue([for binding in each.value.iam : contains(["project", "topic", "archive_bucket", "bigquery_dataset", "own_secrets"], binding.scope)])
-      error_message = "functions/${each.key}/function.yaml: iam entries may grant roles on project, topic, archive_bucket, bigquery_dataset or own_secrets only."
+      condition     = alltrue([for binding in each.value.iam : contains(["project", "topic", "archive_bucket", "bigquery_dataset", "bigquery_tables", "own_secrets"], binding.scope)])
+      error_message = "functions/${each.key}/function.yaml: iam entries may grant roles on project, topic, archive_bucket, bigquery_dataset, bigquery_tables or own_secrets only."
+    }
+    precondition {
+      condition     = alltrue([for binding in each.value.iam : startswith(binding.role, "roles/") || contains(keys(local.custom_roles), trimprefix(binding.role, local.custom_role_prefix))])
+      error_message = "functions/${each.key}/function.yaml: iam roles must be predefined (roles/...) or one of the custom roles terraform/iam.tf defines: ${join(", ", [for id in keys(local.custom_roles) : "projects/$${project}/roles/${id}"])}."
     }
   }
 
-  # A function's first revision starts with its secrets and roles in place.
+  # A function's first build and revision start with the build account's, its secrets'
+  # and its own roles in place and propagated.
   depends_on = [
     google_project_service.enabled,
-    google_secret_manager_secret_iam_member.runtime,
-    google_project_iam_member.runtime,
+    time_sleep.iam_propagation,
   ]
 }
 
 # Only HTTP functions (the ingress) are public: Buildkite cannot present Google credentials,
-# so the ingress authenticates each webhook by its token or HMAC signature instead.
+# so the ingress authenticates each webhook by its token or HMAC signature instead. How it
+# is made public is var.public_ingress: roles/run.invoker for allUsers, or (where the Domain
+# Restricted Sharing policy refuses allUsers) Cloud Run's invoker IAM check turned off.
 resource "google_cloud_run_v2_service_iam_member" "public" {
-  for_each = local.http_functions
+  for_each = var.public_ingress == "allUsers" ? local.http_functions : {}
 
   project  = var.project_id
   location = var.region
   name     = google_cloudfunctions2_function.function[each.key].name
   role     = "roles/run.invoker"
   member   = "allUsers"
+}
+
+# google_cloudfunctions2_function has no invoker_iam_disabled (google_cloud_run_v2_service
+# has, but Cloud Functions owns the function's service). Cloud Run's Admin API may update a
+# Cloud Functions service, so gcloud turns the check off once the function exists; `make
+# deploy-ingress` does the same after each deploy.
+resource "terraform_data" "invoker_iam_check_off" {
+  for_each = var.public_ingress == "invoker_iam_disabled" ? local.http_functions : {}
+
+  triggers_replace = [google_cloudfunctions2_function.function[each.key].id]
+
+  provisioner "local-exec" {
+    command = "gcloud run services update ${each.key} --no-invoker-iam-check --project=${var.project_id} --region=${var.region} --quiet"
+  }
 }
 
 # Pub/Sub functions accept only the push service account's OIDC tokens.

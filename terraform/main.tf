@@ -4,7 +4,7 @@
 
 locals {
   functions_dir       = coalesce(var.functions_dir, "${path.module}/../functions")
-  bundle_dir          = coalesce(var.bundle_dir, "${path.module}/../build")
+  bundle_dir          = coalesce(var.bundle_dir, "${path.module}/../build/first")
   bigquery_schema_dir = coalesce(var.bigquery_schema_dir, "${path.module}/../schemas/bigquery")
   bigquery_views_dir  = coalesce(var.bigquery_views_dir, "${path.module}/../queries/views")
 
@@ -57,7 +57,7 @@ locals {
 
       iam = distinct([
         for binding in try(local.manifests[name].iam, null) == null ? [] : local.manifests[name].iam :
-        { role = tostring(binding.role), scope = tostring(binding.scope) }
+        { role = replace(tostring(binding.role), "$${project}", var.project_id), scope = tostring(binding.scope) }
       ])
 
       memory          = tostring(local.manifests[name].resources.memory)
@@ -68,7 +68,7 @@ locals {
       concurrency     = try(local.manifests[name].resources.concurrency, 1)
 
       delivery = {
-        ack_deadline_seconds  = try(local.manifests[name].delivery.ack_deadline_seconds, 60)
+        ack_deadline_seconds  = try(local.manifests[name].delivery.ack_deadline_seconds, min(600, 60 * (ceil(local.manifests[name].resources.timeout_seconds / 60) + 1)))
         min_backoff_seconds   = try(local.manifests[name].delivery.min_backoff_seconds, 10)
         max_backoff_seconds   = try(local.manifests[name].delivery.max_backoff_seconds, 600)
         max_delivery_attempts = try(local.manifests[name].delivery.max_delivery_attempts, 5)
@@ -78,6 +78,11 @@ locals {
 
   http_functions   = { for name, fn in local.functions : name => fn if fn.trigger == "http" }
   pubsub_functions = { for name, fn in local.functions : name => fn if fn.trigger == "pubsub" }
+
+  # The shortest ack deadline that leaves a push room to finish (cold start, queueing):
+  # the timeout rounded up to a whole minute, plus a minute, at most Pub/Sub's 600 s.
+  # manifest.schema.json holds manifests to the same rule.
+  min_ack_deadline = { for name, fn in local.pubsub_functions : name => min(600, 60 * (ceil(fn.timeout_seconds / 60) + 1)) }
 
   # "<function>/<VARIABLE>" -> secret id, for every secret of every enabled function.
   secrets = merge([
@@ -122,6 +127,6 @@ resource "google_project_service" "enabled" {
 check "bundles_built" {
   assert {
     condition     = alltrue([for name in keys(local.functions) : fileexists("${local.bundle_dir}/${name}.zip")])
-    error_message = "Missing function bundles in ${local.bundle_dir}: ${join(", ", [for name in keys(local.functions) : "${name}.zip" if !fileexists("${local.bundle_dir}/${name}.zip")])}. Run `make package` before the first terraform apply."
+    error_message = "Missing function bundles in ${local.bundle_dir}: ${join(", ", [for name in keys(local.functions) : "${name}.zip" if !fileexists("${local.bundle_dir}/${name}.zip")])}. Run `make package` before the first terraform apply of a function."
   }
 }

@@ -56,3 +56,11 @@ resource "google_monitoring_alert_policy" "dead_letter_backlog" {
 
   depends_on = [google_project_service.enabled]
 }
+
+# An alert with no channel opens incidents nobody hears of.
+check "dead_letter_alert_reaches_someone" {
+  assert {
+    condition     = length(var.notification_channels) > 0 || length(local.pubsub_functions) == 0
+    error_message = "notification_channels is empty: events that land in a dead-letter queue open an incident in Cloud Monitoring, and no one will be told. Add a channel id (projects/<project>/notificationChannels/<id>)."
+  }
+}

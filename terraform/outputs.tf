@@ -28,6 +28,16 @@ output "runtime_service_accounts" {
   value       = { for name, sa in google_service_account.runtime : name => sa.email }
 }
 
+output "build_service_account" {
+  description = "Service account Cloud Build builds the functions as (`make deploy-<name>` passes it as --build-service-account)."
+  value       = google_service_account.build.email
+}
+
+output "replay_topics" {
+  description = "Topic per Pub/Sub function whose only subscription delivers to that function: where `make replay` sends dead-lettered events."
+  value       = { for name, topic in google_pubsub_topic.replay : name => topic.id }
+}
+
 output "push_service_account" {
   description = "Service account whose OIDC tokens Pub/Sub push deliveries carry."
   value       = google_service_account.push.email
@@ -68,6 +78,8 @@ output "runtime_roles" {
   value = {
     for name, sa in google_service_account.runtime : name => sort(concat(
       [for b in google_project_iam_member.runtime : "${b.role} on project" if b.member == sa.member],
+      [for b in google_project_iam_member.firestore : "${b.role} on database (default)" if b.member == sa.member],
+      [for b in google_bigquery_table_iam_member.runtime : "${b.role} on table ${b.table_id}" if b.member == sa.member],
       [for b in google_pubsub_topic_iam_member.runtime : "${b.role} on topic ${b.topic}" if b.member == sa.member],
       [for b in google_storage_bucket_iam_member.runtime : "${b.role} on bucket ${b.bucket}" if b.member == sa.member],
       [for b in google_bigquery_dataset_iam_member.runtime : "${b.role} on dataset ${b.dataset_id}" if b.member == sa.member],
@@ -84,6 +96,7 @@ output "deploy_settings" {
     topic            = var.topic_name
     archive_bucket   = local.archive_bucket_name
     bigquery_dataset = var.bigquery_dataset_id
+    public_ingress   = var.public_ingress
     labels           = local.labels
   }
 }

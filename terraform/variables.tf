@@ -115,9 +115,8 @@ variable "idempotency_collection" {
 }
 
 variable "notification_channels" {
-  description = "Cloud Monitoring notification channel ids (projects/<p>/notificationChannels/<id>) told when a dead-letter queue holds messages."
+  description = "Cloud Monitoring notification channel ids (projects/<p>/notificationChannels/<id>) told when a dead-letter queue holds messages. Required: [] is accepted, and every plan then warns that no one will be told."
   type        = list(string)
-  default     = []
 
   validation {
     condition     = alltrue([for c in var.notification_channels : can(regex("^projects/[^/]+/notificationChannels/[^/]+$", c))])
@@ -133,6 +132,28 @@ variable "dead_letter_alert_after" {
   validation {
     condition     = var.dead_letter_alert_after >= 60 && floor(var.dead_letter_alert_after) == var.dead_letter_alert_after
     error_message = "dead_letter_alert_after must be a whole number of seconds, at least 60 (the metric is sampled once a minute)."
+  }
+}
+
+variable "public_ingress" {
+  description = "How the ingress accepts Buildkite's unauthenticated POSTs: \"allUsers\" grants roles/run.invoker to allUsers; \"invoker_iam_disabled\" turns Cloud Run's invoker IAM check off for the ingress service instead (needs gcloud where Terraform runs), for organisations whose Domain Restricted Sharing policy refuses allUsers. `make deploy-ingress` must use the same (PUBLIC_INGRESS)."
+  type        = string
+  default     = "allUsers"
+
+  validation {
+    condition     = contains(["allUsers", "invoker_iam_disabled"], var.public_ingress)
+    error_message = "public_ingress must be \"allUsers\" or \"invoker_iam_disabled\"."
+  }
+}
+
+variable "iam_propagation_wait" {
+  description = "How long to wait after granting roles before building and starting functions that need them (a duration such as 60s or 2m). IAM changes take up to a few minutes to reach every service."
+  type        = string
+  default     = "60s"
+
+  validation {
+    condition     = can(regex("^[0-9]+(ms|s|m)$", var.iam_propagation_wait))
+    error_message = "iam_propagation_wait must be a duration such as 60s, 90s or 2m."
   }
 }
 
@@ -169,7 +190,7 @@ variable "functions_dir" {
 }
 
 variable "bundle_dir" {
-  description = "Folder holding the <name>.zip bundles that `make package` builds. null: ../build."
+  description = "Folder holding each function's first bundle, <name>.zip, which `make package` writes once. null: ../build/first."
   type        = string
   default     = null
 }

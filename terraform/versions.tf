@@ -8,6 +8,11 @@ terraform {
       source  = "hashicorp/google"
       version = ">= 6.50, < 7"
     }
+    # time_sleep: new IAM grants take a while to reach the services that check them.
+    time = {
+      source  = "hashicorp/time"
+      version = ">= 0.12, < 1"
+    }
   }
 }
 

@@ -204,7 +204,7 @@ VALID_PUBSUB: dict[str, Any] = {
     "runtime": "python312",
     "filter": 'attributes.event_type = "build.finished"',
     "resources": {"memory": "256Mi", "timeout_seconds": 60, "max_instances": 10},
-    "delivery": {"max_delivery_attempts": 5},
+    "delivery": {"ack_deadline_seconds": 120, "max_delivery_attempts": 5},
 }
 VALID_HTTP: dict[str, Any] = {
     "name": "ingress",
@@ -251,6 +251,8 @@ _DELETE = object()
         (VALID_PUBSUB, "delivery.max_delivery_attempts", 3),
         (VALID_PUBSUB, "delivery.max_delivery_attempts", 101),
         (VALID_PUBSUB, "delivery.ack_deadline_seconds", 5),
+        (VALID_PUBSUB, "delivery.ack_deadline_seconds", 60),  # no room past the 60 s timeout
+        (VALID_PUBSUB, "delivery.ack_deadline_seconds", _DELETE),
         (VALID_PUBSUB, "delivery.retries", 5),
         (VALID_PUBSUB, "filter", _DELETE),
         (VALID_PUBSUB, "delivery", _DELETE),

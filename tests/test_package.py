@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -57,6 +58,73 @@ def test_deploy_dry_run_prints_the_gcloud_command(monkeypatch: pytest.MonkeyPatc
     ingress = capsys.readouterr().out
     assert "--allow-unauthenticated" in ingress
     assert "--set-secrets=BUILDKITE_WEBHOOK_TOKEN=ingress-buildkite-webhook-token:latest" in ingress
+
+
+def test_terraform_reads_first_bundles_from_a_path_deploy_never_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """The provider diffs the MD5 of bundle_dir/<name>.zip at every plan: deploys must never rewrite it."""
+    main_tf = (deploy.ROOT / "terraform" / "main.tf").read_text()
+    default = re.search(r'bundle_dir\s+=\s+coalesce\(var\.bundle_dir, "\$\{path\.module\}/([^"]+)"\)', main_tf)
+    assert default, "terraform/main.tf: bundle_dir default not found"
+    terraform_dir = (deploy.ROOT / "terraform" / default.group(1)).resolve()
+    assert terraform_dir == deploy.FIRST_BUNDLE_DIR.resolve()
+    # What `make deploy-<name>` writes (its --source folder and the zip) lies outside it.
+    for written in (deploy.BUILD_DIR / "gcs-archive", deploy.BUILD_DIR / "gcs-archive.zip"):
+        assert not written.resolve().is_relative_to(terraform_dir), written
+
+    first = tmp_path / "first"
+    monkeypatch.setattr(deploy, "FIRST_BUNDLE_DIR", first)
+    monkeypatch.setenv("DRY_RUN", "1")
+    monkeypatch.setenv("PROJECT", "acme-ci")
+    assert deploy.main(["deploy", "gcs-archive"]) == 0
+    assert not first.exists()  # a deploy writes no first bundle
+    assert deploy.main(["package", "gcs-archive"]) == 0
+    bundle = first / "gcs-archive.zip"
+    assert bundle.read_bytes() == (deploy.BUILD_DIR / "gcs-archive.zip").read_bytes()
+    bundle.write_bytes(b"the first code Terraform uploaded")
+    assert deploy.main(["package", "gcs-archive"]) == 0
+    assert deploy.main(["deploy", "gcs-archive"]) == 0
+    assert bundle.read_bytes() == b"the first code Terraform uploaded"  # written once, never again
+    capsys.readouterr()
+
+
+def test_deploy_builds_as_the_build_account_and_keeps_pubsub_functions_internal(
+    monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.setenv("DRY_RUN", "1")
+    monkeypatch.setenv("PROJECT", "acme-ci")
+    monkeypatch.delenv("PUBLIC_INGRESS", raising=False)
+    account = "buildkite-fanout-build@acme-ci.iam.gserviceaccount.com"
+    build_account = f"--build-service-account=projects/acme-ci/serviceAccounts/{account}"
+    assert deploy.main(["deploy", "slack-notify"]) == 0
+    (slack,) = capsys.readouterr().out.splitlines()
+    assert build_account in slack and "--ingress-settings=internal-only" in slack
+    assert "--no-allow-unauthenticated" in slack
+    assert deploy.main(["deploy", "ingress"]) == 0
+    (ingress,) = capsys.readouterr().out.splitlines()
+    assert build_account in ingress and "--ingress-settings=all" in ingress
+    assert "--allow-unauthenticated" in ingress.split()
+
+
+def test_deploy_ingress_under_domain_restricted_sharing_turns_the_invoker_check_off(
+    monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.setenv("DRY_RUN", "1")
+    monkeypatch.setenv("PROJECT", "acme-ci")
+    monkeypatch.setenv("REGION", "europe-west1")
+    monkeypatch.setenv("PUBLIC_INGRESS", "invoker_iam_disabled")
+    assert deploy.main(["deploy", "ingress"]) == 0
+    functions_deploy, run_update = capsys.readouterr().out.splitlines()
+    assert "--no-allow-unauthenticated" in functions_deploy.split()  # no allUsers grant is attempted
+    assert run_update == (
+        "gcloud run services update ingress --no-invoker-iam-check --project=acme-ci --region=europe-west1 --quiet"
+    )
+    assert deploy.main(["deploy", "github-status"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1  # only the ingress is public
+    monkeypatch.setenv("PUBLIC_INGRESS", "everyone")
+    with pytest.raises(SystemExit, match="PUBLIC_INGRESS must be allUsers or invoker_iam_disabled"):
+        deploy.main(["deploy", "ingress"])
 
 
 def test_a_bundle_installs_into_a_fresh_venv_and_serves_a_push(

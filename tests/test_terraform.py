@@ -56,6 +56,40 @@ def test_schema_subset_comes_from_the_pinned_provider_release() -> None:
     assert lifecycle["block"]["block_types"]["action"]["nesting_mode"] == "set"
 
 
+def test_optional_attributes_the_provider_computes_are_computed() -> None:
+    """A mock plans an unset optional+computed attribute as unknown, as the provider does, not as null."""
+    provider = schema.load_schema()["provider_schemas"][schema.PROVIDER_ADDRESS]["resource_schemas"]
+    function = provider["google_cloudfunctions2_function"]["block"]["block_types"]
+    assert function["build_config"]["block"]["attributes"]["service_account"]["computed"] is True
+    assert function["service_config"]["block"]["attributes"]["available_cpu"]["computed"] is True
+    assert "computed" not in provider["google_pubsub_subscription"]["block"]["attributes"]["filter"]
+    overlay = schema.optional_computed()
+    assert set(overlay) <= set(provider)
+    for tf_type, paths in overlay.items():
+        block = json.loads(json.dumps(provider[tf_type]["block"]))
+        assert schema.mark_computed(block, paths) == [], tf_type  # each is an optional attribute
+        assert block == provider[tf_type]["block"], f"{tf_type}: regenerate with `make terraform-schema`"
+
+
+def test_the_time_stand_in_serves_time_sleep_as_the_provider_defines_it() -> None:
+    from tools.terraform import toolchain
+
+    time_schema = json.loads(toolchain.STANDINS["hashicorp/time"].read_text())
+    (address,) = time_schema["provider_schemas"]
+    sleep = time_schema["provider_schemas"][address]["resource_schemas"]["time_sleep"]["block"]["attributes"]
+    assert address == "registry.terraform.io/hashicorp/time"
+    assert {name for name, a in sleep.items() if a.get("optional")} == {
+        "create_duration",
+        "destroy_duration",
+        "triggers",
+    }
+    assert sleep["id"] == {"computed": True, "description": sleep["id"]["description"], "type": "string"}
+    used = set(re.findall(r'^resource "(time_[a-z_]+)"', "".join(p.read_text() for p in TERRAFORM.glob("*.tf")), re.M))
+    assert used == {"time_sleep"}
+    sources = re.findall(r'source\s+=\s+"([^"]+)"', (TERRAFORM / "versions.tf").read_text())
+    assert sorted(sources) == sorted(toolchain.STANDINS), "every provider needs a stand-in for the offline checks"
+
+
 def test_used_types_are_found_in_the_configuration() -> None:
     used = schema.used_types()
     assert {"google_cloudfunctions2_function", "google_pubsub_subscription"} <= used["resource"]
@@ -77,7 +111,7 @@ def test_terraform_test() -> None:
     result = check.check_test()
     _assert_ok(result)
     summary = re.search(r"Success! (\d+) passed, 0 failed", result.output)
-    assert summary and int(summary.group(1)) >= 30, result.output
+    assert summary and int(summary.group(1)) >= 39, result.output
 
 
 @INSTALLS
@@ -182,3 +216,13 @@ def test_make_deploy_uses_the_names_terraform_creates(monkeypatch: pytest.Monkey
     assert "--service-account=ingress@my-ci-project.iam.gserviceaccount.com" in command
     assert "--set-secrets=BUILDKITE_WEBHOOK_TOKEN=ingress-buildkite-webhook-token:latest" in command
     assert "--allow-unauthenticated" in command
+    iam_tf = (TERRAFORM / "iam.tf").read_text(encoding="utf-8")
+    assert f'account_id   = "{deploy.BUILD_ACCOUNT}"' in iam_tf
+    assert (
+        f"--build-service-account=projects/my-ci-project/serviceAccounts/{deploy.BUILD_ACCOUNT}@my-ci-project.iam.gserviceaccount.com"
+        in command
+    )
+    block = (TERRAFORM / "variables.tf").read_text(encoding="utf-8")
+    block = block[block.index('variable "public_ingress"') :]
+    assert f"contains({json.dumps(list(deploy.PUBLIC_INGRESS), separators=(', ', ':'))}, var.public_ingress)" in block
+    assert _terraform_default("public_ingress") == deploy.PUBLIC_INGRESS[0]

@@ -596,7 +596,9 @@ def test_manifest_points_at_the_builds_table_and_the_local_emulator() -> None:
     assert m.env["BIGQUERY_TABLE"] == "${project}.${bigquery_dataset}.builds"
     assert m.env["BIGQUERY_JOBS_TABLE"] == "${project}.${bigquery_dataset}.jobs"
     assert m.raw["local_env"]["BIGQUERY_API_URL"] == "${bigquery_api_url}"
-    assert m.raw["iam"] == [{"role": "roles/bigquery.dataEditor", "scope": "bigquery_dataset"}]
+    assert m.raw["iam"] == [
+        {"role": "projects/${project}/roles/buildkiteFanoutTableWriter", "scope": "bigquery_tables"}
+    ]
 
 
 def test_the_cold_path_never_imports_the_bigquery_client_library(dataset: str) -> None:

@@ -13,8 +13,11 @@ mock_provider "google" {
   }
 }
 
+mock_provider "time" {}
+
 variables {
-  project_id = "buildkite-fanout-ci"
+  project_id            = "buildkite-fanout-ci"
+  notification_channels = ["projects/buildkite-fanout-ci/notificationChannels/1"]
 }
 
 run "every_function_folder_is_deployed" {
@@ -89,6 +92,14 @@ run "only_http_functions_are_public" {
   command = apply
 
   assert {
+    condition = alltrue([
+      for path in fileset("../functions", "*/function.yaml") :
+      google_cloudfunctions2_function.function[dirname(path)].service_config[0].ingress_settings == (yamldecode(file("../functions/${path}")).trigger == "http" ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY")
+    ])
+    error_message = "Only HTTP functions take traffic from the internet; Pub/Sub functions accept internal traffic (Pub/Sub push) only."
+  }
+
+  assert {
     condition = jsonencode(keys(google_cloud_run_v2_service_iam_member.public)) == jsonencode(sort([
       for path in fileset("../functions", "*/function.yaml") : dirname(path) if yamldecode(file("../functions/${path}")).trigger == "http"
     ]))
@@ -115,15 +126,21 @@ run "each_runtime_account_has_exactly_its_manifest_roles" {
             archive_bucket   = "${b.role} on bucket buildkite-fanout-ci-buildkite-archive"
             bigquery_dataset = "${b.role} on dataset buildkite"
           }, b.scope, "")
-          if b.scope != "own_secrets"
+          if !contains(["own_secrets", "bigquery_tables"], b.scope)
         ],
+        flatten([
+          for b in try(yamldecode(file("../functions/${path}")).iam, []) : [
+            for file in fileset("../schemas/bigquery", "*.json") :
+            "${try(google_project_iam_custom_role.custom[trimprefix(b.role, "projects/$${project}/roles/")].name, b.role)} on table ${trimsuffix(file, ".json")}"
+          ] if b.scope == "bigquery_tables"
+        ]),
         flatten([
           for variable in try(yamldecode(file("../functions/${path}")).secrets, []) : [
             for role in concat(["roles/secretmanager.secretAccessor"], [for b in try(yamldecode(file("../functions/${path}")).iam, []) : b.role if b.scope == "own_secrets"]) :
             "${role} on secret ${dirname(path)}-${lower(replace(variable, "_", "-"))}"
           ]
         ]),
-        try(yamldecode(file("../functions/${path}")).idempotency, false) == true ? ["roles/datastore.user on project"] : [],
+        try(yamldecode(file("../functions/${path}")).idempotency, false) == true ? ["roles/datastore.user on database (default)"] : [],
       ))))
     ])
     error_message = "Some runtime account's roles differ from what its manifest asks for: ${jsonencode(output.runtime_roles)}"

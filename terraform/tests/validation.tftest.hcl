@@ -2,12 +2,16 @@
 
 mock_provider "google" {}
 
+mock_provider "time" {}
+
 variables {
   project_id          = "fanout-test"
   functions_dir       = "tests/fixtures/functions"
   bundle_dir          = "tests/fixtures/bundles"
   bigquery_schema_dir = "tests/fixtures/empty"
   bigquery_views_dir  = "tests/fixtures/empty"
+
+  notification_channels = ["projects/fanout-test/notificationChannels/42"]
 }
 
 run "the_fixtures_plan_cleanly" {
@@ -110,6 +114,38 @@ run "a_dataset_id_with_dashes" {
   }
 
   expect_failures = [var.bigquery_dataset_id]
+}
+
+run "an_ack_deadline_shorter_than_the_timeout_plus_a_margin" {
+  command = plan
+
+  variables {
+    functions_dir = "tests/fixtures/short-ack/functions"
+    bundle_dir    = "tests/fixtures/short-ack/bundles"
+  }
+
+  expect_failures = [google_pubsub_subscription.push]
+}
+
+run "an_unknown_public_ingress_mode" {
+  command = plan
+
+  variables {
+    public_ingress = "public"
+  }
+
+  expect_failures = [var.public_ingress]
+}
+
+run "no_one_told_about_dead_letters" {
+  command = plan
+
+  variables {
+    notification_channels = []
+  }
+
+  # Accepted, but every plan says it out loud.
+  expect_failures = [check.dead_letter_alert_reaches_someone]
 }
 
 run "bundles_not_built_yet" {

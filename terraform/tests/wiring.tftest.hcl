@@ -13,6 +13,8 @@ mock_provider "google" {
   }
 }
 
+mock_provider "time" {}
+
 variables {
   project_id            = "fanout-test"
   region                = "europe-west1"
@@ -79,8 +81,8 @@ run "delivery_settings_follow_the_manifest_or_its_defaults" {
   command = apply
 
   assert {
-    condition     = google_pubsub_subscription.push["chat-notify"].ack_deadline_seconds == 120 && google_pubsub_subscription.push["metrics-writer"].ack_deadline_seconds == 60
-    error_message = "ack_deadline_seconds must come from delivery (default 60)."
+    condition     = google_pubsub_subscription.push["chat-notify"].ack_deadline_seconds == 180 && google_pubsub_subscription.push["metrics-writer"].ack_deadline_seconds == 120
+    error_message = "ack_deadline_seconds must come from delivery (default: the timeout rounded up to a minute, plus a minute)."
   }
   assert {
     condition = (
@@ -165,6 +167,18 @@ run "only_the_ingress_is_public" {
   command = apply
 
   assert {
+    condition = alltrue([
+      for name, fn in google_cloudfunctions2_function.function :
+      fn.service_config[0].ingress_settings == (name == "ingress" ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY")
+    ])
+    error_message = "Only the ingress may take traffic from the internet; Pub/Sub-pushed functions accept internal traffic only."
+  }
+  assert {
+    condition     = length(terraform_data.invoker_iam_check_off) == 0
+    error_message = "With public_ingress = allUsers the invoker IAM check stays on."
+  }
+
+  assert {
     condition     = keys(google_cloud_run_v2_service_iam_member.public) == ["ingress"]
     error_message = "Only the HTTP ingress may be publicly invocable."
   }
@@ -189,6 +203,8 @@ run "only_the_ingress_is_public" {
       for member in concat(
         [for b in google_cloud_run_v2_service_iam_member.push : b.member],
         [for b in google_project_iam_member.runtime : b.member],
+        [for b in google_project_iam_member.firestore : b.member],
+        [for b in google_bigquery_table_iam_member.runtime : b.member],
         [for b in google_pubsub_topic_iam_member.runtime : b.member],
         [for b in google_storage_bucket_iam_member.runtime : b.member],
         [for b in google_bigquery_dataset_iam_member.runtime : b.member],
@@ -196,6 +212,49 @@ run "only_the_ingress_is_public" {
       ) : member if contains(["allUsers", "allAuthenticatedUsers"], member)
     ]) == 0
     error_message = "Nothing but the ingress may be granted to allUsers or allAuthenticatedUsers."
+  }
+}
+
+run "an_organisation_that_refuses_allusers_gets_a_public_ingress_without_it" {
+  command = plan
+
+  variables {
+    public_ingress = "invoker_iam_disabled"
+  }
+
+  assert {
+    condition     = length(google_cloud_run_v2_service_iam_member.public) == 0
+    error_message = "Under Domain Restricted Sharing no role may be granted to allUsers."
+  }
+  assert {
+    condition     = keys(terraform_data.invoker_iam_check_off) == ["ingress"]
+    error_message = "The ingress, and only the ingress, must have Cloud Run's invoker IAM check turned off."
+  }
+  assert {
+    condition     = keys(google_cloud_run_v2_service_iam_member.push) == ["chat-notify", "event-archive", "metrics-writer"]
+    error_message = "The Pub/Sub functions keep requiring the push account's token."
+  }
+}
+
+run "functions_build_as_the_build_account_once_its_roles_have_propagated" {
+  command = apply
+
+  assert {
+    condition = alltrue([
+      for fn in google_cloudfunctions2_function.function : fn.build_config[0].service_account == google_service_account.build.id
+    ]) && google_service_account.build.account_id == "buildkite-fanout-build"
+    error_message = "Every function must build as the build service account, by its full name (projects/<p>/serviceAccounts/<email>)."
+  }
+  assert {
+    condition = (
+      jsonencode(sort([for b in google_project_iam_member.build : b.role])) == jsonencode(["roles/artifactregistry.writer", "roles/logging.logWriter", "roles/storage.objectViewer"]) &&
+      alltrue([for b in google_project_iam_member.build : b.member == google_service_account.build.member])
+    )
+    error_message = "The build account needs to write logs, push images and read the source archives, and nothing else."
+  }
+  assert {
+    condition     = time_sleep.iam_propagation.create_duration == "60s" && strcontains(time_sleep.iam_propagation.triggers.build_roles, "roles/logging.logWriter")
+    error_message = "Functions must wait 60 s for new grants to propagate."
   }
 }
 
@@ -211,18 +270,34 @@ run "each_runtime_account_has_exactly_its_roles" {
   }
   assert {
     condition = jsonencode(output.runtime_roles["chat-notify"]) == jsonencode([
-      "roles/datastore.user on project",
+      "roles/datastore.user on database (default)",
       "roles/secretmanager.secretAccessor on secret chat-notify-chat-token",
       "roles/secretmanager.secretAccessor on secret chat-notify-signing-secret",
     ])
     error_message = "chat-notify may only use Firestore (idempotency) and read its own secrets, has: ${jsonencode(output.runtime_roles["chat-notify"])}"
   }
   assert {
-    condition = jsonencode(output.runtime_roles["metrics-writer"]) == jsonencode([
-      "roles/bigquery.dataEditor on dataset buildkite",
+    condition = jsonencode(output.runtime_roles["metrics-writer"]) == jsonencode(sort([
+      "${google_project_iam_custom_role.custom["buildkiteFanoutTableWriter"].name} on table builds",
+      "${google_project_iam_custom_role.custom["buildkiteFanoutTableWriter"].name} on table jobs",
       "roles/bigquery.jobUser on project",
-    ])
-    error_message = "metrics-writer may only edit its dataset and run jobs, has: ${jsonencode(output.runtime_roles["metrics-writer"])}"
+      "roles/bigquery.metadataViewer on dataset buildkite",
+    ]))
+    error_message = "metrics-writer may only write rows into each table, see the dataset and run jobs, has: ${jsonencode(output.runtime_roles["metrics-writer"])}"
+  }
+  assert {
+    condition = (
+      keys(google_project_iam_custom_role.custom) == ["buildkiteFanoutTableWriter"] &&
+      google_project_iam_custom_role.custom["buildkiteFanoutTableWriter"].permissions == toset(["bigquery.tables.updateData"])
+    )
+    error_message = "The table writer role may only stream rows in: no read, no schema change, no delete."
+  }
+  assert {
+    condition = alltrue([
+      for b in google_project_iam_member.firestore :
+      b.role == "roles/datastore.user" && b.condition[0].expression == "resource.name == \"projects/fanout-test/databases/(default)\""
+    ]) && length(google_project_iam_member.firestore) == 1
+    error_message = "Firestore access must be limited to the (default) database by an IAM condition."
   }
   assert {
     condition = jsonencode(output.runtime_roles["event-archive"]) == jsonencode([
@@ -273,10 +348,9 @@ run "functions_follow_their_manifests" {
   assert {
     condition = (
       google_cloudfunctions2_function.function["ingress"].service_config[0].min_instance_count == 0 &&
-      google_cloudfunctions2_function.function["ingress"].service_config[0].max_instance_request_concurrency == 1 &&
-      google_cloudfunctions2_function.function["ingress"].service_config[0].available_cpu == null
+      google_cloudfunctions2_function.function["ingress"].service_config[0].max_instance_request_concurrency == 1
     )
-    error_message = "Unset resources must take the defaults: no minimum instances, one request at a time, CPU from memory."
+    error_message = "Unset resources must take the defaults: no minimum instances, one request at a time."
   }
   assert {
     condition = google_cloudfunctions2_function.function["ingress"].service_config[0].environment_variables == tomap({
@@ -315,7 +389,8 @@ run "functions_follow_their_manifests" {
       for name, fn in google_cloudfunctions2_function.function :
       fn.build_config[0].source[0].storage_source[0].bucket == google_storage_bucket.sources.name &&
       fn.build_config[0].source[0].storage_source[0].object == "${name}/initial.zip" &&
-      google_storage_bucket_object.bundle[name].source == "tests/fixtures/bundles/${name}.zip"
+      google_storage_bucket_object.bundle[name].source == "tests/fixtures/bundles/${name}.zip" &&
+      google_storage_bucket_object.bundle[name].bucket == google_storage_bucket.sources.name
     ])
     error_message = "Each function's first code must be its bundle from `make package`."
   }
@@ -453,6 +528,45 @@ run "an_existing_firestore_database_is_left_alone" {
   assert {
     condition     = length(google_firestore_database.default) == 0 && length(google_firestore_field.idempotency_ttl) == 1
     error_message = "With create_firestore_database = false only the TTL policy is managed."
+  }
+}
+
+run "replays_reach_one_function_through_its_own_topic" {
+  command = apply
+
+  assert {
+    condition = keys(google_pubsub_topic.replay) == keys(google_pubsub_subscription.push) && alltrue([
+      for name, sub in google_pubsub_subscription.replay :
+      sub.topic == google_pubsub_topic.replay[name].id &&
+      sub.name == "buildkite-events-${name}-replay" &&
+      sub.filter == null &&
+      sub.push_config[0].push_endpoint == google_cloudfunctions2_function.function[name].service_config[0].uri &&
+      sub.push_config[0].oidc_token[0].service_account_email == google_service_account.push.email &&
+      sub.push_config[0].oidc_token[0].audience == google_pubsub_subscription.push[name].push_config[0].oidc_token[0].audience
+    ])
+    error_message = "Each Pub/Sub function needs a replay topic whose subscription pushes to that function, with the push account's token."
+  }
+  assert {
+    condition = length(distinct([for sub in google_pubsub_subscription.replay : sub.topic])) == length(google_pubsub_subscription.replay) && alltrue([
+      for sub in google_pubsub_subscription.push : !contains([for topic in google_pubsub_topic.replay : topic.id], sub.topic)
+    ])
+    error_message = "No other subscription may read a replay topic: no other function sees a replayed event."
+  }
+  assert {
+    condition = alltrue([
+      for name, sub in google_pubsub_subscription.replay :
+      sub.dead_letter_policy[0].dead_letter_topic == google_pubsub_topic.dead_letter[name].id &&
+      sub.dead_letter_policy[0].max_delivery_attempts == google_pubsub_subscription.push[name].dead_letter_policy[0].max_delivery_attempts &&
+      sub.ack_deadline_seconds == google_pubsub_subscription.push[name].ack_deadline_seconds &&
+      sub.retry_policy[0].maximum_backoff == google_pubsub_subscription.push[name].retry_policy[0].maximum_backoff &&
+      google_pubsub_subscription_iam_member.replay_dead_letter_subscriber[name].subscription == sub.name &&
+      google_pubsub_subscription_iam_member.replay_dead_letter_subscriber[name].role == "roles/pubsub.subscriber"
+    ])
+    error_message = "A replay that fails again must go back to the function's dead-letter queue, after the same retries."
+  }
+  assert {
+    condition     = output.replay_topics["chat-notify"] == google_pubsub_topic.replay["chat-notify"].id
+    error_message = "replay_topics must list each replay topic."
   }
 }
 

@@ -1,11 +1,21 @@
 """``make package`` and ``make deploy-<name>``.
 
-    python -m tools.ops.deploy package [NAME ...]   # build/<name>/ and build/<name>.zip
+    python -m tools.ops.deploy package [NAME ...]   # build/<name>/, build/<name>.zip, build/first/<name>.zip once
     python -m tools.ops.deploy deploy NAME          # gcloud functions deploy (DRY_RUN=1 prints it)
 
 A bundle is what Cloud Functions builds from: the function's ``main.py`` and
 ``function.yaml``, the ``buildkite_events`` package vendored beside them, and one
 ``requirements.txt`` = the function's own + the shared package's dependencies.
+
+``build/first/<name>.zip`` is the bundle Terraform deploys a function's first code from.
+``package`` writes it only when it is missing and ``deploy`` never touches it: the google
+provider compares that file's MD5 with the uploaded object at every plan, so rewriting it
+would make every ``terraform plan`` after a deploy show a change.
+
+The deploy passes what Terraform sets (terraform/functions.tf): the function's own service
+account, the build account, the ingress settings, and for the ingress the same way of
+being public as ``public_ingress`` (``PUBLIC_INGRESS``: ``allUsers`` or
+``invoker_iam_disabled``).
 """
 
 from __future__ import annotations
@@ -24,6 +34,9 @@ from tools import ROOT
 from tools.manifests import function_dir, function_env, manifest
 
 BUILD_DIR = ROOT / "build"
+FIRST_BUNDLE_DIR = BUILD_DIR / "first"  # terraform/main.tf's default bundle_dir
+BUILD_ACCOUNT = "buildkite-fanout-build"  # terraform/iam.tf google_service_account.build
+PUBLIC_INGRESS = ("allUsers", "invoker_iam_disabled")  # terraform/variables.tf public_ingress
 SHARED = ROOT / "shared"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _NOT_SHIPPED = shutil.ignore_patterns(
@@ -39,8 +52,11 @@ def shared_requirements(m: Manifest) -> list[str]:
     return requirements
 
 
-def package(name: str) -> Path:
-    """Build ``build/<name>/`` and a reproducible ``build/<name>.zip``; return the folder."""
+def package(name: str, *, first: bool = False) -> Path:
+    """Build ``build/<name>/`` and a reproducible ``build/<name>.zip``; return the folder.
+
+    ``first``: also write ``build/first/<name>.zip`` for Terraform, unless it exists.
+    """
     m = manifest(name)
     source, out = function_dir(name), BUILD_DIR / name
     shutil.rmtree(out, ignore_errors=True)
@@ -56,6 +72,10 @@ def package(name: str) -> Path:
     lines = [*own, "", "# vendored buildkite_events", *shared_requirements(m)]
     (out / "requirements.txt").write_text("\n".join(lines) + "\n")
     _zip(out, BUILD_DIR / f"{name}.zip")
+    first_bundle = FIRST_BUNDLE_DIR / f"{name}.zip"
+    if first and not first_bundle.exists():
+        FIRST_BUNDLE_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(BUILD_DIR / f"{name}.zip", first_bundle)
     return out
 
 
@@ -81,6 +101,15 @@ def placeholder_values() -> dict[str, str]:
     }
 
 
+def public_ingress() -> str:
+    value = os.environ.get("PUBLIC_INGRESS") or PUBLIC_INGRESS[0]
+    if value not in PUBLIC_INGRESS:
+        raise SystemExit(
+            f"PUBLIC_INGRESS must be {' or '.join(PUBLIC_INGRESS)} (as terraform's public_ingress), not {value!r}"
+        )
+    return value
+
+
 def _gcloud_config(key: str) -> str:
     if shutil.which("gcloud") is None:
         return ""
@@ -96,10 +125,12 @@ def secret_id(function: str, variable: str) -> str:
     return f"{function}-{variable.lower().replace('_', '-')}"
 
 
-def deploy_command(name: str, values: dict[str, str]) -> list[str]:
+def deploy_command(name: str, values: dict[str, str], public: str = PUBLIC_INGRESS[0]) -> list[str]:
     m = manifest(name)
     res = m.raw["resources"]
     env = function_env(m, values)
+    project = values["project"]
+    allow = "--allow-unauthenticated" if m.trigger == "http" and public == "allUsers" else "--no-allow-unauthenticated"
     command = [
         "gcloud", "functions", "deploy", name,
         "--gen2",
@@ -112,9 +143,12 @@ def deploy_command(name: str, values: dict[str, str]) -> list[str]:
         f"--timeout={res['timeout_seconds']}s",
         f"--max-instances={res['max_instances']}",
         f"--min-instances={res.get('min_instances', 0)}",
-        f"--service-account={name}@{values['project']}.iam.gserviceaccount.com",
+        f"--service-account={name}@{project}.iam.gserviceaccount.com",
+        f"--build-service-account=projects/{project}/serviceAccounts/{BUILD_ACCOUNT}@{project}.iam.gserviceaccount.com",
         "--trigger-http",
-        "--allow-unauthenticated" if m.trigger == "http" else "--no-allow-unauthenticated",
+        # Pub/Sub push from the project is internal traffic; only the ingress faces the internet.
+        f"--ingress-settings={'all' if m.trigger == 'http' else 'internal-only'}",
+        allow,
     ]  # fmt: skip
     if "cpu" in res:
         command.append(f"--cpu={res['cpu']}")
@@ -128,15 +162,29 @@ def deploy_command(name: str, values: dict[str, str]) -> list[str]:
     return command
 
 
+def after_deploy_commands(name: str, values: dict[str, str], public: str) -> list[list[str]]:
+    """What Terraform does beside the function: turn the invoker IAM check off for a public ingress."""
+    if manifest(name).trigger != "http" or public != "invoker_iam_disabled":
+        return []
+    return [
+        ["gcloud", "run", "services", "update", name, "--no-invoker-iam-check",
+         f"--project={values['project']}", f"--region={values['region']}", "--quiet"],
+    ]  # fmt: skip
+
+
 def deploy(name: str) -> int:
     package(name)
-    command = deploy_command(name, placeholder_values())
-    printable = shlex.join(command)
-    if os.environ.get("DRY_RUN"):
-        print(printable)
-        return 0
-    print(f"$ {printable}", file=sys.stderr)
-    return subprocess.call(command)
+    values, public = placeholder_values(), public_ingress()
+    for command in [deploy_command(name, values, public), *after_deploy_commands(name, values, public)]:
+        printable = shlex.join(command)
+        if os.environ.get("DRY_RUN"):
+            print(printable)
+            continue
+        print(f"$ {printable}", file=sys.stderr)
+        status = subprocess.call(command)
+        if status:
+            return status
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -145,7 +193,7 @@ def main(argv: list[str]) -> int:
         return 2
     if argv[0] == "package":
         for name in argv[1:]:
-            print(f"packaged {package(name).relative_to(ROOT)}")
+            print(f"packaged {package(name, first=True).relative_to(ROOT)}")
         return 0
     return deploy(argv[1])
 

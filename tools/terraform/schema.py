@@ -10,6 +10,12 @@ single block). This module turns both into Terraform's own JSON schema format
 (``terraform providers schema -json``), for just the resource and data source types
 that ``terraform/`` uses, and writes it to ``google-provider-schema.json``.
 
+One fact neither file holds: which optional attributes are also computed (the provider
+fills them in when the configuration leaves them out, e.g. ``build_config.service_account``
+or ``service_config.available_cpu``). ``google-provider-computed.json`` lists them per type,
+as the provider's 6.50.0 schema definitions declare them (``Optional: true, Computed: true``);
+without them a mocked plan would show null where the real provider shows a value.
+
     python -m tools.terraform.schema            # regenerate (downloads the npm package once)
     python -m tools.terraform.schema --check    # exit 1 if a used type is missing
 """
@@ -32,6 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM_DIR = ROOT / "terraform"
 SCHEMA_FILE = Path(__file__).with_name("google-provider-schema.json")
+COMPUTED_FILE = Path(__file__).with_name("google-provider-computed.json")
 DEFAULT_CACHE = ROOT / ".venv" / "terraform-tools"
 
 PROVIDER_ADDRESS = "registry.terraform.io/hashicorp/google"
@@ -205,6 +212,28 @@ def _summary(docs: Mapping[str, Any]) -> str:
     return "" if text.startswith("Docs at Terraform Registry") else text
 
 
+def optional_computed(path: Path = COMPUTED_FILE) -> dict[str, list[str]]:
+    """Resource type -> dotted paths of its optional attributes that the provider also computes."""
+    data: dict[str, list[str]] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def mark_computed(block: Json, paths: Iterable[str]) -> list[str]:
+    """Set ``computed`` on each optional attribute at ``paths``; return the paths not found as one."""
+    missing = []
+    for path in paths:
+        *blocks, name = path.split(".")
+        node: Json | None = block
+        for part in blocks:
+            node = node["block_types"][part]["block"] if node and part in node["block_types"] else None
+        attribute = node["attributes"].get(name) if node else None
+        if attribute is None or not attribute.get("optional"):
+            missing.append(path)
+        else:
+            attribute["computed"] = True
+    return missing
+
+
 class Generator:
     def __init__(self, package: Path) -> None:
         self.package = package
@@ -248,6 +277,10 @@ class Generator:
         # SDKv2 gives every resource an optional, computed id.
         if "id" in block["attributes"]:
             block["attributes"]["id"] = {"type": "string", "optional": True, "computed": True}
+        if kind == "resource":
+            missing = mark_computed(block, optional_computed().get(tf_type, []))
+            if missing:
+                raise KeyError(f"{COMPUTED_FILE.name}: {tf_type} has no optional attribute {', '.join(missing)}")
         return {"version": 0, "block": block}
 
     # -- blocks

@@ -1,9 +1,11 @@
-"""A schema-only stand-in for the google provider, for offline ``validate`` and ``test``.
+"""A schema-only stand-in for a provider, for offline ``validate`` and ``test``.
 
 It speaks the Terraform plugin protocol (version 6, through PyPI ``tf``) and answers
-schema and validation calls from ``google-provider-schema.json``. It cannot create,
-read or change anything: ``terraform test`` runs it as ``mock_provider "google"``, which
-uses only its schema and validation and makes up the computed values itself.
+schema and validation calls from a schema file in ``terraform providers schema -json``
+form: ``google-provider-schema.json`` for hashicorp/google, ``time-provider-schema.json``
+for hashicorp/time (the provider address is the file's). It cannot create, read or change
+anything: ``terraform test`` runs it as a ``mock_provider``, which uses only its schema and
+validation and makes up the computed values itself.
 
 Runs in its own virtualenv (``tf`` pulls in grpcio and protobuf, which the project does
 not need); ``tools.terraform.toolchain`` installs that and writes the launcher Terraform
@@ -25,9 +27,8 @@ from tf.iface import DataSource, Provider, Resource  # type: ignore[import-not-f
 from tf.schema import Attribute, Block, NestedBlock, NestMode, Schema  # type: ignore[import-not-found]
 from tf.types import TfType  # type: ignore[import-not-found]
 
-PROVIDER_ADDRESS = "registry.terraform.io/hashicorp/google"
 DEFAULT_SCHEMA = Path(__file__).with_name("google-provider-schema.json")
-SCHEMA_ONLY = "the google provider stand-in only knows schemas; it cannot create, read or change anything"
+SCHEMA_ONLY = "the provider stand-in only knows schemas; it cannot create, read or change anything"
 
 _NESTING = {
     "single": pb.Schema.NestedBlock.NestingMode.SINGLE,
@@ -128,7 +129,7 @@ def resource_type(type_name: str, spec: dict[str, Any], base: type) -> type:
 
 class StandInProvider(Provider):  # type: ignore[misc]
     def __init__(self, schema_file: Path) -> None:
-        provider = json.loads(schema_file.read_text(encoding="utf-8"))["provider_schemas"][PROVIDER_ADDRESS]
+        ((self.address, provider),) = json.loads(schema_file.read_text(encoding="utf-8"))["provider_schemas"].items()
         self._provider_schema = schema(provider["provider"])
         self._resources = [resource_type(t, s, Resource) for t, s in provider["resource_schemas"].items()]
         self._data_sources = [resource_type(t, s, DataSource) for t, s in provider["data_source_schemas"].items()]
@@ -137,7 +138,7 @@ class StandInProvider(Provider):  # type: ignore[misc]
         return ""
 
     def full_name(self) -> str:
-        return PROVIDER_ADDRESS
+        return str(self.address)
 
     def get_provider_schema(self, diags: Any) -> Any:
         return self._provider_schema

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import json
 import os
 import queue
 import re
@@ -25,9 +26,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .schema import PROVIDER_ADDRESS, ROOT, SCHEMA_FILE
+from .schema import ROOT, SCHEMA_FILE
 
 HERE = Path(__file__).resolve().parent
+
+# Providers no registry we reach ships, each served by the stand-in from its schema file:
+# "<namespace>/<type>" -> schema. The configuration may use no other provider.
+STANDINS = {
+    "hashicorp/google": SCHEMA_FILE,
+    "hashicorp/time": HERE / "time-provider-schema.json",
+}
 
 # Pinned so that a fresh clone checks exactly what was checked here.
 TF_PROTOCOL = ("tf==1.2.0",)
@@ -115,51 +123,58 @@ def terraform() -> Terraform:
 
 
 def standin_plugin_dir() -> Path:
-    """A folder holding ``terraform-provider-google``: a launcher for the stand-in provider."""
+    """A folder holding ``terraform-provider-<type>`` launchers for the stand-in providers."""
     python = tool_venv("provider", TF_PROTOCOL) / "bin" / "python"
     plugins = cache_dir() / "plugins"
     plugins.mkdir(parents=True, exist_ok=True)
-    launcher = plugins / "terraform-provider-google"
-    # Its HOME keeps the plugin's cached TLS certificate out of the user's home.
-    script = (
-        "#!/bin/sh\n"
-        f'HOME="{cache_dir() / "home"}" exec "{python}" "{HERE / "standin_provider.py"}" "{SCHEMA_FILE}" "$@"\n'
-    )
-    if not launcher.is_file() or launcher.read_text() != script:
-        launcher.write_text(script)
-        launcher.chmod(0o755)
+    for address, schema_file in STANDINS.items():
+        launcher = plugins / f"terraform-provider-{address.split('/')[1]}"
+        # Its HOME keeps the plugin's cached TLS certificate out of the user's home.
+        script = (
+            "#!/bin/sh\n"
+            f'HOME="{cache_dir() / "home"}" exec "{python}" "{HERE / "standin_provider.py"}" "{schema_file}" "$@"\n'
+        )
+        if not launcher.is_file() or launcher.read_text() != script:
+            launcher.write_text(script)
+            launcher.chmod(0o755)
     return plugins
 
 
 @contextlib.contextmanager
 def standin_server(timeout: float = 30.0) -> Iterator[str]:
-    """Run the stand-in provider once for many Terraform commands; yield TF_REATTACH_PROVIDERS.
+    """Run each stand-in provider once for many Terraform commands; yield TF_REATTACH_PROVIDERS.
 
-    Terraform otherwise starts the provider afresh for every operation of every test run
+    Terraform otherwise starts the providers afresh for every operation of every test run
     (three per run), which makes ``terraform test`` several times slower.
     """
     python = tool_venv("provider", TF_PROTOCOL) / "bin" / "python"
-    process = subprocess.Popen(
-        [str(python), str(HERE / "standin_provider.py"), str(SCHEMA_FILE), "--dev"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=os.environ | {"HOME": str(cache_dir() / "home"), "PYTHONUNBUFFERED": "1"},
-        start_new_session=True,
-    )
+    with contextlib.ExitStack() as stack:
+        reattach: dict[str, object] = {}
+        for schema_file in STANDINS.values():
+            process = subprocess.Popen(
+                [str(python), str(HERE / "standin_provider.py"), str(schema_file), "--dev"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                env=os.environ | {"HOME": str(cache_dir() / "home"), "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
+            )
+            stack.callback(_stop, process)
+            reattach |= json.loads(_reattach_line(process, timeout))
+        yield json.dumps(reattach)
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    # SIGINT lets the plugin remove its socket folder on the way out.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGINT)
     try:
-        yield _reattach_line(process, timeout)
-    finally:
-        # SIGINT lets the plugin remove its socket folder on the way out.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        if process.stdout:
-            process.stdout.close()
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    if process.stdout:
+        process.stdout.close()
 
 
 def _reattach_line(process: subprocess.Popen[str], timeout: float) -> str:
@@ -186,17 +201,10 @@ def _reattach_line(process: subprocess.Popen[str], timeout: float) -> str:
 
 
 def cli_config(plugin_dir: Path, folder: Path) -> Path:
-    """A CLI configuration that serves the google provider from ``plugin_dir``."""
-    namespace_type = PROVIDER_ADDRESS.removeprefix("registry.terraform.io/")
+    """A CLI configuration that serves the stand-in providers from ``plugin_dir``."""
     path = folder / "terraform.rc"
-    path.write_text(
-        "provider_installation {\n"
-        "  dev_overrides {\n"
-        f'    "{namespace_type}" = "{plugin_dir}"\n'
-        "  }\n"
-        "  direct {}\n"
-        "}\n"
-    )
+    overrides = "".join(f'    "{address}" = "{plugin_dir}"\n' for address in STANDINS)
+    path.write_text("provider_installation {\n  dev_overrides {\n" + overrides + "  }\n  direct {}\n}\n")
     return path
 
 
