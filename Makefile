@@ -63,13 +63,13 @@ terraform-check: venv ## terraform fmt, validate, test (mocked google provider) 
 terraform-schema: venv ## Regenerate the stand-in google provider's schema from npm @cdktf/provider-google
 	$(PY) -m tools.terraform.schema
 
-# --- Operations and load (tools/ops/dlq.py, tools/perf/load.py) -------------------------
+# --- Operations and load (tools/ops/dlq/, tools/perf/load.py) -------------------------
 .PHONY: dlq replay load
 
 dlq: venv ## List dead-lettered events per function, with the reason (PROJECT=..., or PUBSUB_EMULATOR_HOST=... for the local stack)
 	$(PY) -m tools.ops.dlq list $(DLQ_ARGS)
 
-replay: venv ## Replay FUNCTION=<name>'s dead-lettered events to that function only; each is acked once it answers 2xx
+replay: venv ## Replay FUNCTION=<name>'s dead-lettered events to that function only, through its replay topic (created if missing)
 	@test -n "$(FUNCTION)" || { echo "usage: make replay FUNCTION=<name> [DLQ_ARGS='--dry-run|--limit N']"; exit 2; }
 	$(PY) -m tools.ops.dlq replay $(FUNCTION) $(DLQ_ARGS)
 

@@ -3,7 +3,9 @@
 End to end on the emulators: gcs-archive pointed at a bucket that does not exist dead-letters
 its event (one message at a time: see tests/lanes.py), `list` shows it with its delivery
 count, source subscription and the function's logged error, a replay while still broken
-leaves it queued, and after the bucket exists a replay archives it exactly once.
+comes back to the queue through the function's replay subscription, and after the bucket
+exists a replay archives it exactly once. Replays travel through Pub/Sub (the functions take
+internal traffic only): the replay topic and its push subscription are created on demand.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pytest
 from buildkite_events.parse import parse_delivery
 from tests.lanes import Lane, drain, fixture_message, open_lanes, storage_client
 from tests.support import load_function
+from tools import TOPIC
 from tools.local.emulators import Service
 from tools.ops import dlq
 
@@ -58,6 +61,13 @@ def _watch(lane: Lane) -> str:
 
 def _objects(bucket: str) -> list[str]:
     return [blob.name for blob in storage_client().list_blobs(bucket)]
+
+
+def _wait_objects(bucket: str, count: int, timeout: float = 60.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while len(names := _objects(bucket)) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return names
 
 
 def test_a_dead_lettered_event_is_listed_then_replayed_exactly_once(
@@ -96,11 +106,17 @@ def test_a_dead_lettered_event_is_listed_then_replayed_exactly_once(
         (as_json,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert as_json["event_key"] == row["event_key"]
 
-        # 2. Replayed while the bucket is still missing: the function answers 500, the message stays.
+        # 2. Replayed while the bucket is still missing: the function fails it again through its
+        #    replay subscription (created now, as Terraform would have), and it comes back.
         report = dlq.replay(project, "gcs-archive")
-        assert (report.replayed, report.failed) == (0, 1)
-        assert report.outcomes[0].status == 500
-        assert len(_queued(project, "gcs-archive").messages) == 1
+        replay_topic = f"projects/{project}/topics/{TOPIC}-gcs-archive-replay"
+        assert (report.replayed, report.failed, report.topic) == (1, 0, replay_topic)
+        assert report.created == [replay_topic, replay_topic.replace("/topics/", "/subscriptions/")]
+        back = _wait_queued(project, "gcs-archive", 1, logs=tmp_path)
+        (row,) = back.rows()
+        assert row["source_subscription"] == replay_topic.replace("/topics/", "/subscriptions/")
+        assert row["delivery_count"] == attempts and row["event_key"] == as_json["event_key"]
+        assert len([line for line in lane.lines() if line["outcome"] == "config_error"]) == 2 * attempts
 
         # 3. Fixed, replayed: archived once, acknowledged, gone from the queue.
         storage_client().create_bucket(missing)
@@ -110,7 +126,7 @@ def test_a_dead_lettered_event_is_listed_then_replayed_exactly_once(
         assert dlq.main(["--project", project, "replay", "gcs-archive"]) == 0
         assert "1 replayed, 0 failed" in capsys.readouterr().out
         assert _queued(project, "gcs-archive").messages == []
-        objects = _objects(missing)
+        objects = _wait_objects(missing, 1)
         assert len(objects) == 1
         # Replayed with its original publish time: the same path a first-time success would have used.
         event = parse_delivery({"message": {"data": base64.b64encode(data).decode(), "attributes": attributes}})
@@ -123,8 +139,11 @@ def test_a_dead_lettered_event_is_listed_then_replayed_exactly_once(
         again[dlq.SOURCE_PROJECT] = project
         _publish(lane.wiring.dead_letter_topic, data, again)
         assert dlq.replay(project, "gcs-archive").replayed == 1
+        deadline = time.monotonic() + 60
+        while not any("already archived" in line["message"] for line in lane.lines()):
+            assert time.monotonic() < deadline, lane.lines()
+            time.sleep(0.2)
         assert _objects(missing) == objects
-        assert any("already archived" in line["message"] for line in lane.lines())
 
         # Replays went to the function only: nothing new was published to the events topic.
         assert len(drain(watch)) == 1
@@ -137,18 +156,18 @@ def _publish(topic: str, data: bytes, attributes: dict[str, str]) -> str:
 
 
 class _Endpoint:
-    """A stand-in push endpoint: records what it is sent; refuses bodies containing ``refuse``."""
+    """A stand-in push endpoint: records what Pub/Sub pushes; refuses bodies containing ``refuse``."""
 
     def __init__(self, refuse: bytes) -> None:
-        self.received: list[tuple[dict[str, str], dict[str, Any]]] = []
+        self.received: list[dict[str, Any]] = []
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                endpoint.received.append((dict(self.headers), body))
+                endpoint.received.append(body)
                 data = base64.b64decode(body["message"]["data"])
-                self.send_response(500 if refuse in data else 204)
+                self.send_response(500 if refuse in data else 200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -171,42 +190,49 @@ def endpoint() -> Iterator[_Endpoint]:
     server.stop()
 
 
+PUSH_ACCOUNT = "buildkite-fanout-push@example.iam.gserviceaccount.com"
+
+
 def _production_like(project: str, function: str, endpoint: str) -> tuple[str, str]:
-    """Subscriptions named and labelled as Terraform makes them, with an OIDC push config."""
+    """Topic, subscriptions and labels as Terraform makes them (before replay topics existed)."""
     from google.cloud import pubsub_v1
 
     publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    topic = publisher.create_topic(name=f"projects/{project}/topics/buildkite-events").name
-    dead = publisher.create_topic(name=f"projects/{project}/topics/buildkite-events-{function}-dead-letter").name
+    topic = publisher.create_topic(name=f"projects/{project}/topics/{TOPIC}").name
+    dead = publisher.create_topic(name=f"projects/{project}/topics/{TOPIC}-{function}-dead-letter").name
     subscriber.create_subscription(name=dead.replace("/topics/", "/subscriptions/"), topic=dead)
     subscriber.create_subscription(
         request={
-            "name": f"projects/{project}/subscriptions/buildkite-events-{function}",
+            "name": f"projects/{project}/subscriptions/{TOPIC}-{function}",
             "topic": topic,
             "labels": {"function": function},
+            "ack_deadline_seconds": 120,
             "push_config": {
                 "push_endpoint": endpoint,
-                "oidc_token": {"service_account_email": "push@example.iam.gserviceaccount.com", "audience": endpoint},
+                "oidc_token": {"service_account_email": PUSH_ACCOUNT, "audience": endpoint},
             },
-            "dead_letter_policy": {"dead_letter_topic": dead, "max_delivery_attempts": 10},
+            "dead_letter_policy": {"dead_letter_topic": dead, "max_delivery_attempts": 5},
+            "retry_policy": {"minimum_backoff": {"seconds": 0}, "maximum_backoff": {"seconds": 1}},
         }
     )
     subscriber.close()
     return topic, dead
 
 
-def test_replay_finds_terraform_named_queues_sends_a_token_and_keeps_what_fails(
-    pubsub_emulator: Service, endpoint: _Endpoint, monkeypatch: pytest.MonkeyPatch
+def test_replay_goes_through_the_functions_own_replay_subscription_and_failures_come_back(
+    pubsub_emulator: Service, endpoint: _Endpoint
 ) -> None:
+    from google.cloud import pubsub_v1
+
     project = f"dlq-{uuid.uuid4().hex[:10]}"
-    _, dead_topic = _production_like(project, "github-status", endpoint.url)
+    topic, dead_topic = _production_like(project, "github-status", endpoint.url)
     sent = {}
     for index, marker in enumerate(["one", "REFUSE-ME", "three"]):
         data = json.dumps({"event": "build.finished", "build": {"number": index, "message": marker}}).encode()
         attributes = {
             "event_type": "build.finished",
-            dlq.DELIVERY_COUNT: "10",
-            dlq.SOURCE_SUBSCRIPTION: "buildkite-events-github-status",
+            dlq.DELIVERY_COUNT: "5",
+            dlq.SOURCE_SUBSCRIPTION: f"{TOPIC}-github-status",
             dlq.SOURCE_PROJECT: project,
             dlq.SOURCE_PUBLISH_TIME: f"2025-06-12T03:4{index}:00.000Z",
         }
@@ -214,23 +240,75 @@ def test_replay_finds_terraform_named_queues_sends_a_token_and_keeps_what_fails(
 
     (listing,) = dlq.list_queues(project, ["github-status"])
     assert listing.queue is not None
-    assert listing.queue.dead_letter_subscription.endswith("/buildkite-events-github-status-dead-letter")
-    assert listing.queue.service_account == "push@example.iam.gserviceaccount.com"
+    assert listing.queue.dead_letter_subscription.endswith(f"/{TOPIC}-github-status-dead-letter")
+    assert listing.queue.service_account == PUSH_ACCOUNT
     assert sorted(m.message_id for m in listing.messages) == sorted(sent)
 
-    monkeypatch.setenv("REPLAY_ID_TOKEN", "token-for-the-push-audience")
+    dry = dlq.replay(project, "github-status", dry_run=True)
+    assert (dry.left, dry.created, endpoint.received) == (3, [], [])
     report = dlq.replay(project, "github-status")
-    assert (report.replayed, report.failed) == (2, 1)
-    assert {headers["Authorization"] for headers, _ in endpoint.received} == {"Bearer token-for-the-push-audience"}
-    bodies = {body["message"]["messageId"]: body for _, body in endpoint.received}
-    assert set(bodies) == set(sent)
-    for body in bodies.values():
-        assert body["subscription"] == f"projects/{project}/subscriptions/buildkite-events-github-status"
+    assert (report.replayed, report.failed) == (3, 0)
+
+    # The replay subscription is the function's: same endpoint, token, deadline, retries and
+    # dead-letter queue, and the only reader of its topic.
+    subscriber = pubsub_v1.SubscriberClient()
+    replay_sub = subscriber.get_subscription(
+        subscription=f"projects/{project}/subscriptions/{TOPIC}-github-status-replay"
+    )
+    assert replay_sub.topic == report.topic == f"projects/{project}/topics/{TOPIC}-github-status-replay"
+    assert replay_sub.push_config.push_endpoint == endpoint.url
+    assert replay_sub.push_config.oidc_token.service_account_email == PUSH_ACCOUNT
+    assert (replay_sub.ack_deadline_seconds, replay_sub.dead_letter_policy.dead_letter_topic) == (120, dead_topic)
+    assert replay_sub.dead_letter_policy.max_delivery_attempts == 5
+    assert dict(replay_sub.labels) == {"function": "github-status", "delivery": "replay"}
+    subscriber.close()
+
+    # The two it accepts are handled once; the refused one returns to the queue after its attempts.
+    deadline = time.monotonic() + 90
+    while True:
+        (left,) = dlq.list_queues(project, ["github-status"])
+        if left.messages or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert [m.data for m in left.messages if b"REFUSE-ME" in m.data] and len(left.messages) == 1
+    assert left.messages[0].source_subscription == replay_sub.name
+    bodies = [body for body in endpoint.received if b"REFUSE-ME" not in base64.b64decode(body["message"]["data"])]
+    assert len(bodies) == 2
+    for body in endpoint.received:
+        assert body["subscription"] == replay_sub.name
         assert body["message"]["attributes"] == {"event_type": "build.finished"}  # no dead-letter bookkeeping
-        assert body["message"]["publishTime"].startswith("2025-06-12T03:4")  # the original publish time
-    (left,) = dlq.list_queues(project, ["github-status"])
-    assert [sent[m.message_id] for m in left.messages] == ["REFUSE-ME"]
-    assert left.messages[0].delivery_count == 10
+    assert len(drain_topic_watch(project, topic)) == 0  # nothing went back to the events topic
+
+    # A second replay reuses the route and creates nothing.
+    assert dlq.replay(project, "github-status").created == []
+
+
+def drain_topic_watch(project: str, topic: str) -> list[dict[str, Any]]:
+    """Every message a fresh pull subscription on ``topic`` can see (none published since it exists)."""
+    from google.cloud import pubsub_v1
+
+    subscriber = pubsub_v1.SubscriberClient()
+    name = f"projects/{project}/subscriptions/watch-{uuid.uuid4().hex[:6]}"
+    subscriber.create_subscription(name=name, topic=topic)
+    subscriber.close()
+    return drain(name)
+
+
+def test_replay_refuses_a_replay_topic_someone_else_reads(pubsub_emulator: Service, endpoint: _Endpoint) -> None:
+    from google.cloud import pubsub_v1
+
+    project = f"dlq-{uuid.uuid4().hex[:10]}"
+    _, dead_topic = _production_like(project, "slack-notify", endpoint.url)
+    _publish(dead_topic, b'{"event": "build.finished"}', {"event_type": "build.finished"})
+    replay_topic = f"projects/{project}/topics/{TOPIC}-slack-notify-replay"
+    pubsub_v1.PublisherClient().create_topic(name=replay_topic)
+    subscriber = pubsub_v1.SubscriberClient()
+    subscriber.create_subscription(name=f"projects/{project}/subscriptions/eavesdropper", topic=replay_topic)
+    subscriber.close()
+    with pytest.raises(dlq.DlqError, match=r"must have .*slack-notify-replay as its only subscription"):
+        dlq.replay(project, "slack-notify")
+    (listing,) = dlq.list_queues(project, ["slack-notify"])
+    assert len(listing.messages) == 1  # nothing was acknowledged
 
 
 def test_list_reads_the_last_error_from_cloud_logging_through_gcloud(

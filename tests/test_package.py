@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support import envelope, payload
+from tools import ROOT
 from tools.local import emulators
 from tools.manifests import all_manifests
 from tools.ops import deploy
@@ -24,7 +25,7 @@ from tools.ops import deploy
 def test_every_function_packages_with_the_shared_package_vendored(tmp_path: Path) -> None:
     for name, manifest in all_manifests().items():
         folder = deploy.package(name)
-        assert (folder / "main.py").read_bytes() == (deploy.ROOT / "functions" / name / "main.py").read_bytes()
+        assert (folder / "main.py").read_bytes() == (ROOT / "functions" / name / "main.py").read_bytes()
         assert (folder / "function.yaml").is_file()
         assert (folder / "buildkite_events" / "handler.py").is_file()
         assert not list(folder.rglob("__pycache__"))
@@ -64,10 +65,10 @@ def test_terraform_reads_first_bundles_from_a_path_deploy_never_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     """The provider diffs the MD5 of bundle_dir/<name>.zip at every plan: deploys must never rewrite it."""
-    main_tf = (deploy.ROOT / "terraform" / "main.tf").read_text()
+    main_tf = (ROOT / "terraform" / "main.tf").read_text()
     default = re.search(r'bundle_dir\s+=\s+coalesce\(var\.bundle_dir, "\$\{path\.module\}/([^"]+)"\)', main_tf)
     assert default, "terraform/main.tf: bundle_dir default not found"
-    terraform_dir = (deploy.ROOT / "terraform" / default.group(1)).resolve()
+    terraform_dir = (ROOT / "terraform" / default.group(1)).resolve()
     assert terraform_dir == deploy.FIRST_BUNDLE_DIR.resolve()
     # What `make deploy-<name>` writes (its --source folder and the zip) lies outside it.
     for written in (deploy.BUILD_DIR / "gcs-archive", deploy.BUILD_DIR / "gcs-archive.zip"):
