@@ -63,6 +63,11 @@ terraform-check: venv ## terraform fmt, validate, test (mocked google provider) 
 terraform-schema: venv ## Regenerate the stand-in google provider's schema from npm @cdktf/provider-google
 	$(PY) -m tools.terraform.schema
 
+.PHONY: verify-deploy
+verify-deploy: venv ## After terraform apply: check PROJECT=<id> read-only with gcloud (functions, filters, DLQ grants, ingress, webhook 401)
+	@test -n "$(PROJECT)" || { echo "usage: make verify-deploy PROJECT=<project id> [REGION=...] [TOPIC=...]"; exit 2; }
+	$(PY) -m tools.ops.verify --project $(PROJECT)
+
 # --- Operations and load (tools/ops/dlq/, tools/perf/load.py) -------------------------
 .PHONY: dlq replay load
 

@@ -226,3 +226,164 @@ def test_make_deploy_uses_the_names_terraform_creates(monkeypatch: pytest.Monkey
     block = block[block.index('variable "public_ingress"') :]
     assert f"contains({json.dumps(list(deploy.PUBLIC_INGRESS), separators=(', ', ':'))}, var.public_ingress)" in block
     assert _terraform_default("public_ingress") == deploy.PUBLIC_INGRESS[0]
+
+
+# --- `make verify-deploy`: a live project, read-only, against a gcloud stand-in ----------------
+
+GCLOUD = FIXTURES.parent.parent.parent / "tests" / "fixtures" / "gcloud" / "gcloud"
+PROJECT, PROJECT_NUMBER, REGION = "acme-ci", "123456789012", "us-central1"
+ACCOUNT_DOMAIN = f"{PROJECT}.iam.gserviceaccount.com"
+
+
+def _recorded_project(base: str) -> dict[str, Any]:
+    """gcloud's answers (as `--format=json` prints them) for a project Terraform deployed correctly."""
+    from tools.manifests import all_manifests
+
+    answers: dict[str, Any] = {}
+    agent = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
+
+    def put(value: Any, *args: str) -> None:
+        answers[" ".join(args) + f" --project={PROJECT} --format=json"] = value
+
+    put(
+        {"lifecycleState": "ACTIVE", "projectId": PROJECT, "projectNumber": PROJECT_NUMBER},
+        "projects",
+        "describe",
+        PROJECT,
+    )
+    for name, m in all_manifests().items():
+        url = f"{base}/{name}"
+        service = {
+            "service": f"projects/{PROJECT}/locations/{REGION}/services/{name}",
+            "uri": url,
+            "serviceAccountEmail": f"{name}@{PROJECT}.iam.gserviceaccount.com",
+            "ingressSettings": "ALLOW_ALL" if m.trigger == "http" else "ALLOW_INTERNAL_ONLY",
+            "timeoutSeconds": m.timeout_seconds,
+        }
+        build = {
+            "runtime": "python312",
+            "entryPoint": m.entry_point,
+            "serviceAccount": f"projects/{PROJECT}/serviceAccounts/buildkite-fanout-build@{ACCOUNT_DOMAIN}",
+        }
+        function = {
+            "environment": "GEN_2",
+            "state": "ACTIVE",
+            "url": url,
+            "buildConfig": build,
+            "serviceConfig": service,
+        }
+        put(function, "functions", "describe", name, "--gen2", f"--region={REGION}")
+        if not m.is_pubsub:
+            continue
+        sub = f"buildkite-events-{name}"
+        push = {
+            "pushEndpoint": url,
+            "oidcToken": {
+                "serviceAccountEmail": f"buildkite-fanout-push@{PROJECT}.iam.gserviceaccount.com",
+                "audience": url,
+            },
+        }
+        dead_letter = {"deadLetterTopic": f"projects/{PROJECT}/topics/{sub}-dead-letter", "maxDeliveryAttempts": 5}
+        described: dict[str, Any] = {
+            "name": f"projects/{PROJECT}/subscriptions/{sub}",
+            "topic": f"projects/{PROJECT}/topics/buildkite-events",
+        }
+        described |= {"filter": m.filter} if m.filter else {}  # gcloud leaves an empty filter out
+        described |= {
+            "ackDeadlineSeconds": m.delivery.ack_deadline_seconds,
+            "pushConfig": push,
+            "deadLetterPolicy": dead_letter,
+        }
+        put(described, "pubsub", "subscriptions", "describe", sub)
+        for kind, resource, role in (
+            ("subscriptions", sub, "roles/pubsub.subscriber"),
+            ("subscriptions", f"{sub}-replay", "roles/pubsub.subscriber"),
+            ("topics", f"{sub}-dead-letter", "roles/pubsub.publisher"),
+        ):
+            policy = {"bindings": [{"members": [agent], "role": role}], "etag": "BwYk2xS1a3E=", "version": 1}
+            put(policy, "pubsub", kind, "get-iam-policy", resource)
+    return answers
+
+
+@pytest.fixture
+def live_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A recorded project behind the gcloud stand-in, and its functions' URLs on loopback."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    statuses = {"/ingress": 401}  # the ingress refuses a POST without Buildkite's token
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(statuses.get(self.path, 404))  # internal-only: not found from outside
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    answers = _recorded_project(f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("GCLOUD_ANSWERS", str(tmp_path / "answers.json"))
+    monkeypatch.setenv("GCLOUD_CALLS", str(tmp_path / "calls"))
+    monkeypatch.setenv("GCLOUD", str(GCLOUD))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+
+    def save() -> None:
+        (tmp_path / "answers.json").write_text(json.dumps(answers))
+
+    save()
+    yield answers, save, statuses, tmp_path / "calls"
+    server.shutdown()
+    server.server_close()
+
+
+def test_verify_deploy_passes_on_a_correct_deployment_and_only_reads(live_project: Any, capsys: Any) -> None:
+    from tools.ops import verify
+
+    _, _, _, calls = live_project
+    assert verify.main(["--project", PROJECT, "--region", REGION]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and "ingress: answers 401 to an unsigned POST" in out
+    assert re.search(r"verify-deploy: (\d+) passed, 0 failed", out)
+    lines = calls.read_text().splitlines()
+    assert lines and all(
+        line.split()[2 if line.startswith("pubsub") else 1] in ("describe", "get-iam-policy") for line in lines
+    )
+
+
+def test_verify_deploy_names_each_thing_a_real_project_got_wrong(live_project: Any, capsys: Any) -> None:
+    from tools.ops import verify
+
+    answers, save, statuses, _ = live_project
+    suffix = f" --project={PROJECT} --format=json"
+    answers["pubsub subscriptions describe buildkite-events-slack-notify" + suffix]["filter"] = (
+        'attributes.event_type = "build.started"'
+    )
+    answers["pubsub subscriptions get-iam-policy buildkite-events-gcs-archive-replay" + suffix] = {"etag": "ACAB"}
+    github = answers[f"functions describe github-status --gen2 --region={REGION}" + suffix]
+    github["serviceConfig"]["ingressSettings"] = "ALLOW_ALL"
+    github["state"] = "FAILED"
+    jira = answers[f"functions describe jira-update --gen2 --region={REGION}" + suffix]
+    del jira["buildConfig"]["serviceAccount"]  # built as the project's default build account
+    del answers["pubsub topics get-iam-policy buildkite-events-teams-notify-dead-letter" + suffix]
+    statuses["/ingress"] = 403  # allUsers refused by the organisation, and the invoker check still on
+    statuses["/bigquery-metrics"] = 200
+    save()
+
+    assert verify.main(["--project", PROJECT, "--region", REGION]) == 1
+    failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
+    assert failed == [
+        "FAIL bigquery-metrics: refuses an unsigned POST from outside (HTTP 200)",
+        "FAIL buildkite-events-gcs-archive-replay: Pub/Sub service agent has roles/pubsub.subscriber on the "
+        "replay subscription (not granted)",
+        "FAIL github-status: state ACTIVE (FAILED)",
+        "FAIL github-status: ingress ALLOW_INTERNAL_ONLY (ALLOW_ALL)",
+        "FAIL ingress: answers 401 to an unsigned POST (HTTP 403)",
+        "FAIL jira-update: builds as the build account (default)",
+        "FAIL buildkite-events-slack-notify: filter as in the manifest ('attributes.event_type = \"build.started\"')",
+        "FAIL buildkite-events-teams-notify-dead-letter: Pub/Sub service agent has roles/pubsub.publisher on the "
+        "dead-letter topic (ERROR: (gcloud) NOT_FOUND: no recorded answer for: pubsub topics get-iam-policy "
+        f"buildkite-events-teams-notify-dead-letter --project={PROJECT} --format=json)",
+    ]
