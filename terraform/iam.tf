@@ -44,10 +44,11 @@ locals {
     trimprefix(b.role, local.custom_role_prefix) if startswith(b.role, local.custom_role_prefix)
   ])
 
-  # A manifest role as IAM takes it: custom roles by their full name, created first.
+  # A manifest role as IAM takes it: custom roles by their full name, created first. An
+  # unknown custom role stays as written, and the function's precondition names it.
   iam_role = {
     for role in distinct([for b in concat(values(local.runtime_bindings), values(local.secret_bindings)) : b.role]) :
-    role => startswith(role, local.custom_role_prefix) ? google_project_iam_custom_role.custom[trimprefix(role, local.custom_role_prefix)].name : role
+    role => try(google_project_iam_custom_role.custom[trimprefix(role, local.custom_role_prefix)].name, role)
   }
 
   # What Cloud Build needs to build a function from source as the build account: write

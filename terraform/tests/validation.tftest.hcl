@@ -86,6 +86,17 @@ run "a_manifest_named_unlike_its_folder" {
   expect_failures = [google_cloudfunctions2_function.function]
 }
 
+run "a_custom_role_terraform_does_not_define" {
+  command = plan
+
+  variables {
+    functions_dir = "tests/fixtures/bad-role/functions"
+    bundle_dir    = "tests/fixtures/bad-role/bundles"
+  }
+
+  expect_failures = [google_cloudfunctions2_function.function]
+}
+
 run "a_project_name_instead_of_an_id" {
   command = plan
 
