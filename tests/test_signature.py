@@ -62,18 +62,15 @@ def test_vectors_are_there() -> None:
 
 def test_vector_verifies(vector: dict[str, Any]) -> None:
     _check(vector, vector["expected_header"])
-    assert (
-        authenticate(
-            _body(vector),
-            token_header=None,
-            signature_header=vector["expected_header"],
-            token=vector["token"],
-            require_signature=True,
-            tolerance_seconds=TOLERANCE,
-            now=vector["timestamp"],
-        )
-        == "signature"
-    )
+    assert authenticate(
+        _body(vector),
+        token_header=None,
+        signature_header=vector["expected_header"],
+        token=vector["token"],
+        require_signature=True,
+        tolerance_seconds=TOLERANCE,
+        now=vector["timestamp"],
+    ) == ("signature", "current")
 
 
 def test_sign_reproduces_the_vector(vector: dict[str, Any]) -> None:
@@ -241,7 +238,7 @@ def test_non_ascii_token_can_match() -> None:
 # --- authenticate -----------------------------------------------------------------------------
 
 
-def _auth(**kwargs: Any) -> str:
+def _auth(**kwargs: Any) -> tuple[str, str]:
     params: dict[str, Any] = {
         "token_header": None,
         "signature_header": None,
@@ -255,7 +252,7 @@ def _auth(**kwargs: Any) -> str:
 
 
 def test_token_auth() -> None:
-    assert _auth(token_header="secret-token") == "token"
+    assert _auth(token_header="secret-token") == ("token", "current")
     with pytest.raises(AuthenticationFailed):
         _auth(token_header="wrong")
 
@@ -267,8 +264,8 @@ def test_require_signature_refuses_token_auth() -> None:
 
 def test_signature_auth() -> None:
     header = sign(b'{"event":"ping"}', "secret-token", 1_700_000_000)
-    assert _auth(signature_header=header) == "signature"
-    assert _auth(signature_header=header, require_signature=True) == "signature"
+    assert _auth(signature_header=header) == ("signature", "current")
+    assert _auth(signature_header=header, require_signature=True) == ("signature", "current")
 
 
 def test_a_bad_signature_is_not_rescued_by_a_good_token() -> None:
@@ -300,3 +297,50 @@ def test_comparisons_go_through_compare_digest(monkeypatch: pytest.MonkeyPatch) 
         verify_token("nope", "tok")
     verify_token("tok", "tok")
     assert len(calls) == 3
+
+
+# --- token rotation: a previous token, accepted while configured -------------------------------
+
+
+@pytest.mark.parametrize("method", ["token", "signature"])
+def test_the_previous_token_is_accepted_only_while_configured(method: str) -> None:
+    body = b'{"event":"ping"}'
+    sent = (
+        {"token_header": "old-token"}
+        if method == "token"
+        else {"signature_header": sign(body, "old-token", 1_700_000_000)}
+    )
+    assert _auth(**sent, previous_token="old-token") == (method, "previous")
+    with pytest.raises(AuthenticationFailed, match="mismatch"):
+        _auth(**sent)  # rotation finished: the old token is gone
+    with pytest.raises(AuthenticationFailed, match="mismatch"):
+        _auth(**sent, previous_token="")
+
+
+@pytest.mark.parametrize("method", ["token", "signature"])
+def test_the_current_token_still_matches_during_a_rotation(method: str) -> None:
+    body = b'{"event":"ping"}'
+    sent = (
+        {"token_header": "secret-token"}
+        if method == "token"
+        else {"signature_header": sign(body, "secret-token", 1_700_000_000)}
+    )
+    assert _auth(**sent, previous_token="old-token") == (method, "current")
+
+
+def test_every_token_is_compared_whichever_matches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Constant time across tokens: a match on the first does not skip the second."""
+    calls: list[tuple[Any, Any]] = []
+    real = hmac.compare_digest
+
+    def spy(a: Any, b: Any) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(sig.hmac, "compare_digest", spy)
+    assert _auth(token_header="secret-token", previous_token="old-token") == ("token", "current")
+    assert len(calls) == 2
+    calls.clear()
+    header = sign(b'{"event":"ping"}', "old-token", 1_700_000_000)
+    assert _auth(signature_header=header, previous_token="old-token") == ("signature", "previous")
+    assert len(calls) == 2
