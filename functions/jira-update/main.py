@@ -36,6 +36,7 @@ MARKER_PREFIX = "buildkite-fanout:"
 PAGE_SIZE = 100
 MAX_COMMENT_PAGES = 100  # 10,000 comments: far beyond any issue a build should comment on
 PROJECTS_TTL_SECONDS = 3600.0
+MAX_CANDIDATE_KEYS = 200  # per text (message, branch); JIRA_MAX_ISSUES later caps what is updated
 _KEY = re.compile(r"(?<![A-Za-z0-9_])([A-Z][A-Z0-9_]{1,19})-([1-9][0-9]{0,8})(?![0-9A-Za-z])")
 _PROJECT = re.compile(r"^[A-Z][A-Z0-9_]{1,19}$")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -198,14 +199,19 @@ def _text(body: Any) -> str:
 
 
 def candidate_keys(message: str | None, branch: str | None) -> list[str]:
-    """Keys in the commit message (as written) and the branch (any case), in order, once each."""
-    found: list[str] = []
+    """Keys in the commit message (as written) and the branch (any case), in order, once each.
+
+    Linear in the text (a dict finds repeats), and at most ``MAX_CANDIDATE_KEYS`` from each:
+    a message listing thousands of keys is not a build reference to follow.
+    """
+    found: dict[str, None] = {}
     for text in (message or "", (branch or "").upper()):
+        limit = len(found) + MAX_CANDIDATE_KEYS
         for match in _KEY.finditer(text):
-            key = f"{match.group(1)}-{match.group(2)}"
-            if key not in found:
-                found.append(key)
-    return found
+            found.setdefault(f"{match.group(1)}-{match.group(2)}")
+            if len(found) >= limit:
+                break
+    return list(found)
 
 
 def issue_keys(candidates: list[str], projects: frozenset[str], *, trusted: bool = False) -> list[str]:

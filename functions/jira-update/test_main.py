@@ -448,3 +448,12 @@ def test_configuration_errors_name_the_variable(
         deliver(build())
     assert outcomes(capsys) == ["config_error"]
     assert jira.requests == []
+
+
+def test_candidate_keys_are_bounded_and_the_branch_still_counts() -> None:
+    """40,000 keys in a commit message: once each, in order, at most MAX_CANDIDATE_KEYS of them, then the branch's."""
+    message = " ".join(f"PROJ-{n}" for n in range(1, 40_001)) + " PROJ-1" * 1000
+    keys = fn.candidate_keys(message, "feature/OPS-7-alerts")
+    assert keys[: fn.MAX_CANDIDATE_KEYS] == [f"PROJ-{n}" for n in range(1, fn.MAX_CANDIDATE_KEYS + 1)]
+    assert keys[fn.MAX_CANDIDATE_KEYS :] == ["OPS-7"]
+    assert fn.candidate_keys("PROJ-1 " * 50_000, "PROJ-1") == ["PROJ-1"]
