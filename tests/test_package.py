@@ -56,7 +56,7 @@ def test_deploy_dry_run_prints_the_gcloud_command(monkeypatch: pytest.MonkeyPatc
     assert deploy.main(["deploy", "ingress"]) == 0
     ingress = capsys.readouterr().out
     assert "--allow-unauthenticated" in ingress
-    assert "--set-secrets=BUILDKITE_WEBHOOK_TOKEN=ingress-buildkite-webhook-token:latest" in ingress
+    assert "--update-secrets=BUILDKITE_WEBHOOK_TOKEN=ingress-buildkite-webhook-token:latest" in ingress
 
 
 def test_a_bundle_installs_into_a_fresh_venv_and_serves_a_push(
