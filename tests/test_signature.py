@@ -281,7 +281,9 @@ def test_no_credentials_at_all() -> None:
         _auth(token_header="", signature_header="")
 
 
-def test_comparisons_go_through_compare_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def comparisons(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any]]:
+    """Every call to hmac.compare_digest, as it happens."""
     calls: list[tuple[Any, Any]] = []
     real = hmac.compare_digest
 
@@ -290,6 +292,11 @@ def test_comparisons_go_through_compare_digest(monkeypatch: pytest.MonkeyPatch) 
         return real(a, b)
 
     monkeypatch.setattr(sig.hmac, "compare_digest", spy)
+    return calls
+
+
+def test_comparisons_go_through_compare_digest(comparisons: list[tuple[Any, Any]]) -> None:
+    calls = comparisons
     header = sign(b"{}", "tok", 1_700_000_000)
     verify_signature(b"{}", header, "tok", tolerance_seconds=1, now=1_700_000_000)
     assert len(calls) == 1
@@ -302,14 +309,15 @@ def test_comparisons_go_through_compare_digest(monkeypatch: pytest.MonkeyPatch) 
 # --- token rotation: a previous token, accepted while configured -------------------------------
 
 
+def _sent_with(method: str, token: str) -> dict[str, str]:
+    if method == "token":
+        return {"token_header": token}
+    return {"signature_header": sign(b'{"event":"ping"}', token, 1_700_000_000)}
+
+
 @pytest.mark.parametrize("method", ["token", "signature"])
 def test_the_previous_token_is_accepted_only_while_configured(method: str) -> None:
-    body = b'{"event":"ping"}'
-    sent = (
-        {"token_header": "old-token"}
-        if method == "token"
-        else {"signature_header": sign(body, "old-token", 1_700_000_000)}
-    )
+    sent = _sent_with(method, "old-token")
     assert _auth(**sent, previous_token="old-token") == (method, "previous")
     with pytest.raises(AuthenticationFailed, match="mismatch"):
         _auth(**sent)  # rotation finished: the old token is gone
@@ -319,25 +327,12 @@ def test_the_previous_token_is_accepted_only_while_configured(method: str) -> No
 
 @pytest.mark.parametrize("method", ["token", "signature"])
 def test_the_current_token_still_matches_during_a_rotation(method: str) -> None:
-    body = b'{"event":"ping"}'
-    sent = (
-        {"token_header": "secret-token"}
-        if method == "token"
-        else {"signature_header": sign(body, "secret-token", 1_700_000_000)}
-    )
-    assert _auth(**sent, previous_token="old-token") == (method, "current")
+    assert _auth(**_sent_with(method, "secret-token"), previous_token="old-token") == (method, "current")
 
 
-def test_every_token_is_compared_whichever_matches(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_token_is_compared_whichever_matches(comparisons: list[tuple[Any, Any]]) -> None:
     """Constant time across tokens: a match on the first does not skip the second."""
-    calls: list[tuple[Any, Any]] = []
-    real = hmac.compare_digest
-
-    def spy(a: Any, b: Any) -> bool:
-        calls.append((a, b))
-        return real(a, b)
-
-    monkeypatch.setattr(sig.hmac, "compare_digest", spy)
+    calls = comparisons
     assert _auth(token_header="secret-token", previous_token="old-token") == ("token", "current")
     assert len(calls) == 2
     calls.clear()

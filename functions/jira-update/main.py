@@ -153,7 +153,7 @@ def update_issue(jira: JIRA, key: str, event: BuildkiteEvent, config: Config) ->
 def post_comment(jira: JIRA, key: str, body: str, marker: str) -> None:
     """One POST, sent once, carrying the marker as a comment property.
 
-    The jira library's session re-sends a POST after a dropped connection; if the first one
+    The jira library re-sends a POST after a dropped connection; if the first one
     had reached Jira, that would comment twice. Here a failure goes back to the handler,
     whose retry looks for the marker again before commenting.
     """
