@@ -63,7 +63,9 @@ resource "google_cloudfunctions2_function" "function" {
     environment_variables = merge({ LOG_EXECUTION_ID = "true" }, each.value.env)
 
     dynamic "secret_environment_variables" {
-      for_each = each.value.secrets
+      for_each = merge(each.value.secrets, {
+        for variable, id in each.value.optional_secrets : variable => id if contains(var.optional_secrets, "${each.key}/${variable}")
+      })
       content {
         key        = secret_environment_variables.key
         project_id = data.google_project.this.number

@@ -14,7 +14,7 @@ locals {
   # "<function> <VARIABLE> <role>" -> binding on that one secret.
   secret_bindings = merge([
     for name, fn in local.functions : {
-      for pair in setproduct(keys(fn.secrets), distinct(concat(
+      for pair in setproduct(keys(merge(fn.secrets, fn.optional_secrets)), distinct(concat(
         ["roles/secretmanager.secretAccessor"],
         [for b in fn.iam : b.role if b.scope == "own_secrets"],
       ))) :

@@ -54,6 +54,13 @@ locals {
         for variable in try(local.manifests[name].secrets, null) == null ? tolist([]) : tolist(local.manifests[name].secrets) :
         variable => "${name}-${lower(replace(variable, "_", "-"))}"
       }
+      # Optional secrets (the previous webhook token during a rotation) are created and readable like
+      # the others, but passed to the function only when var.optional_secrets names them: a function
+      # cannot start with a secret that has no version.
+      optional_secrets = {
+        for variable in try(local.manifests[name].optional_secrets, null) == null ? tolist([]) : tolist(local.manifests[name].optional_secrets) :
+        variable => "${name}-${lower(replace(variable, "_", "-"))}"
+      }
 
       iam = distinct([
         for binding in try(local.manifests[name].iam, null) == null ? [] : local.manifests[name].iam :
@@ -84,10 +91,15 @@ locals {
   # manifest.schema.json holds manifests to the same rule.
   min_ack_deadline = { for name, fn in local.pubsub_functions : name => min(600, 60 * (ceil(fn.timeout_seconds / 60) + 1)) }
 
-  # "<function>/<VARIABLE>" -> secret id, for every secret of every enabled function.
+  # "<function>/<VARIABLE>" -> secret id, for every secret, required or optional, of every enabled function.
   secrets = merge([
-    for name, fn in local.functions : { for variable, id in fn.secrets : "${name}/${variable}" => id }
+    for name, fn in local.functions : { for variable, id in merge(fn.secrets, fn.optional_secrets) : "${name}/${variable}" => id }
   ]...)
+
+  # Every "<function>/<VARIABLE>" a manifest declares optional (what var.optional_secrets may name).
+  declared_optional_secrets = flatten([
+    for name, manifest in local.manifests : [for variable in try(tolist(manifest.optional_secrets), []) : "${name}/${variable}"]
+  ])
 
   # The Pub/Sub service agent pushes, signs OIDC tokens and dead-letters on our behalf.
   pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"

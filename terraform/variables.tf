@@ -30,6 +30,17 @@ variable "enabled_functions" {
   }
 }
 
+variable "optional_secrets" {
+  description = "Optional manifest secrets to pass to their function, as \"<function>/<VARIABLE>\": \"ingress/BUILDKITE_WEBHOOK_TOKEN_PREVIOUS\" while the webhook token is rotated. Terraform creates every optional secret, empty, either way; name one here only once it has a version, because a function cannot start with a secret that has none."
+  type        = set(string)
+  default     = []
+
+  validation {
+    condition     = length(setsubtract(var.optional_secrets, local.declared_optional_secrets)) == 0
+    error_message = "optional_secrets names ${join(", ", setsubtract(var.optional_secrets, local.declared_optional_secrets))}, which no manifest declares under optional_secrets. Declared: ${jsonencode(local.declared_optional_secrets)}."
+  }
+}
+
 variable "topic_name" {
   description = "Name of the Pub/Sub topic the ingress publishes every Buildkite event to."
   type        = string

@@ -131,15 +131,19 @@ def _huge(field: str, value: Any) -> bytes:
     return json.dumps(body, ensure_ascii=False).encode()
 
 
-# Bodies no strategy reaches cheaply: nesting past the parser's recursion limit, megabytes of text.
+# Bodies no strategy reaches cheaply: nesting past our depth limit (and the parser's recursion limit),
+# megabytes of text, numbers JSON cannot carry.
 EXTREMES = {
+    "nested-120": _nested(120),
     "nested-500": _nested(500),
+    "nested-976": _nested(976),
     "nested-5000": _nested(5000),
     "nested-200000": _nested(200_000),
     "huge-message": _huge("message", "x" * 900_000),
     "huge-unicode-branch": _huge("branch", "😀" * 200_000),
     "huge-number": b'{"event":"build.finished","build":{"number":' + b"9" * 5000 + b"}}",
     "nan": b'{"event":"build.finished","build":{"number":NaN}}',
+    "1e999": b'{"event":"build.finished","build":{"number":1,"duration":1e999}}',
     "lone-surrogates": b'{"event":"build.finished","build":{"number":1,"message":"\\ud800\\udfff\\ud83d"}}',
     "surrogates-in-a-real-build": _surrogates(),
     "surrogate-in-the-pipeline-slug": _surrogates(in_slug=True),
@@ -279,7 +283,7 @@ def test_ingress_extremes_are_4xx_or_published(ingress: tuple[Any, str], name: s
     client, subscription = ingress
     post = Posts(client)
     status = post(EXTREMES[name])
-    accepted = ["nested-500", "huge-message", "huge-unicode-branch", "lone-surrogates", "duplicate-keys"]
+    accepted = ["nested-120", "huge-message", "huge-unicode-branch", "lone-surrogates", "duplicate-keys"]
     accepted += ["surrogates-in-a-real-build", "surrogate-in-the-pipeline-slug"]
     expected = dict.fromkeys(accepted, 200)
     assert status == expected.get(name, 400), name
@@ -451,3 +455,33 @@ def test_functions_ack_hostile_deliveries_with_a_reason(
     assert deliver.outcomes.get("invalid", 0) > 0
     # Healthy backends: a nack here would park hostile input in the dead-letter queue.
     assert deliver.nacked == [], f"{name} nacked hostile input: {deliver.nacked}"
+
+
+@pytest.mark.parametrize("function_under_attack", PUBSUB_FUNCTIONS, indirect=True)
+def test_a_push_with_attributes_and_no_data_is_acked_as_invalid(
+    function_under_attack: tuple[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pub/Sub omits ``data`` for an attributes-only message (the emulator sends ``"data": ""``).
+    functions-framework answers such a push 400 before calling the function, so Pub/Sub would
+    redeliver it until it dead-letters; through the real app it is acked as invalid instead."""
+    import functions_framework
+
+    name, _ = function_under_attack
+    m = pubsub_manifests()[name]
+    app = functions_framework.create_app(target=m.entry_point, source=str(ROOT / "functions" / name / "main.py"))
+    client = app.test_client()
+    push = {
+        "message": {
+            "attributes": {"event_type": "build.finished"},
+            "messageId": "4242",
+            "publishTime": "2026-01-01T00:00:00Z",
+        },
+        "subscription": f"projects/p/subscriptions/buildkite-events-{name}",
+    }
+    capsys.readouterr()
+    response = client.post("/", json=push)
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    (line,) = [line for line in _json_lines(capsys.readouterr().out) if "outcome" in line]
+    assert line["outcome"] == "invalid" and line["message"] == "invalid: Pub/Sub message has no data"
+    assert line["function"] == name
+    assert client.post("/", json={"not": "a push"}).status_code == 400  # anything else keeps the framework's 400

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import calendar
 import json
 import logging
@@ -9,6 +10,7 @@ import re
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote, quote_plus, unquote
 
 import pytest
 
@@ -33,6 +35,7 @@ TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 @pytest.fixture(autouse=True)
 def fresh_secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(log_module, "_secrets", [])
+    monkeypatch.setattr(log_module, "_base64_secrets", [])
     yield
 
 
@@ -269,3 +272,62 @@ def test_secrets_with_json_escaped_characters_are_redacted(lines: Any, secret: s
     register_secrets([secret])
     log(logging.ERROR, f"could not load key {secret}")
     assert secret not in lines()[0]["message"]
+
+
+# --- every form a secret takes on its way into a log line ------------------------------------
+
+TEAMS_URL = (
+    "https://prod-12.westus.logic.azure.com:443/workflows/0a1b2c/triggers/manual/paths/invoke"
+    "?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=Ab%2Bcd_S3CR3T-sig%3D"
+)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        pytest.param(lambda s: quote(s, safe=""), id="url-encoded"),
+        pytest.param(quote_plus, id="form-encoded"),
+        pytest.param(
+            lambda s: f"Authorization: Basic {base64.b64encode(f'bot@example.com:{s}'.encode()).decode()}", id="basic"
+        ),
+        pytest.param(lambda s: f"Basic {base64.b64encode(f'x:{s}'.encode()).decode()}", id="basic-other-user"),
+        pytest.param(lambda s: f"Basic {base64.b64encode(f'ab:{s}'.encode()).decode()}", id="basic-third-alignment"),
+        pytest.param(lambda s: base64.b64encode(s.encode()).decode(), id="base64"),
+        pytest.param(lambda s: base64.urlsafe_b64encode(s.encode()).decode().rstrip("="), id="base64-urlsafe"),
+        pytest.param(lambda s: json.dumps({"auth": base64.b64encode(s.encode()).decode()}), id="base64-in-json"),
+    ],
+)
+def test_encoded_forms_of_a_secret_are_redacted(lines: Any, form: Any) -> None:
+    secret = "tok/en+with=odd&chars-9f3k2m"
+    register_secrets([secret])
+    log(logging.WARNING, f"request failed: {form(secret)}", header=form(secret))
+    out = json.dumps(lines())
+    assert form(secret) not in out
+    assert out.count(REDACTED) == 2
+
+
+def test_a_percent_encoded_secret_is_redacted_decoded_too(lines: Any) -> None:
+    register_secrets([TEAMS_URL])
+    log(logging.INFO, "decoded", url=unquote(TEAMS_URL), sig="Ab+cd_S3CR3T-sig=")
+    out = json.dumps(lines())
+    assert "S3CR3T" not in out
+
+
+def test_the_sig_of_a_teams_workflows_url_is_redacted_on_its_own(lines: Any) -> None:
+    register_secrets([TEAMS_URL])
+    log(logging.ERROR, "retrying with sig=Ab%2Bcd_S3CR3T-sig%3D after 429", extra="Ab%2Bcd_S3CR3T-sig%3D")
+    out = json.dumps(lines())
+    assert "S3CR3T" not in out
+    assert "retrying with sig=" in out  # only the value goes
+
+
+def test_base64_redaction_does_not_eat_innocent_words(lines: Any) -> None:
+    register_secrets(["a-webhook-token-1234"])
+    log(logging.INFO, "Basic dXNlcjpvdGhlci10b2tlbg== and c29tZXRoaW5nIGVsc2U= stay")
+    assert lines()[0]["message"] == "Basic dXNlcjpvdGhlci10b2tlbg== and c29tZXRoaW5nIGVsc2U= stay"
+
+
+def test_a_secret_with_a_trailing_newline_is_redacted_without_it(lines: Any) -> None:
+    register_secrets(["stored-with-echo-77\n"])
+    log(logging.INFO, "token stored-with-echo-77 used")
+    assert "stored-with-echo-77" not in lines()[0]["message"]

@@ -176,8 +176,9 @@ def test_pubsub_delivery_settings_are_sane(path: Path) -> None:
 def test_secrets_are_not_given_values_in_env(path: Path) -> None:
     raw = _raw(path)
     env = raw.get("env") or {}
-    for secret in raw.get("secrets") or []:
+    for secret in [*(raw.get("secrets") or []), *(raw.get("optional_secrets") or [])]:
         assert secret not in env, f"{secret} is a secret and must not have a plain env value"
+    assert not set(raw.get("secrets") or []) & set(raw.get("optional_secrets") or []), "required or optional, not both"
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=_ids())
@@ -188,6 +189,7 @@ def test_manifest_loads_through_the_package(path: Path) -> None:
     assert manifest.is_pubsub is (raw["trigger"] == "pubsub")
     assert manifest.timeout_seconds == raw["resources"]["timeout_seconds"]
     assert manifest.secrets == tuple(raw.get("secrets") or ())
+    assert manifest.optional_secrets == tuple(raw.get("optional_secrets") or ())
     if manifest.is_pubsub:
         for key, value in raw["delivery"].items():
             assert getattr(manifest.delivery, key) == value

@@ -58,7 +58,7 @@ def test_deploy_dry_run_prints_the_gcloud_command(monkeypatch: pytest.MonkeyPatc
     assert deploy.main(["deploy", "ingress"]) == 0
     ingress = capsys.readouterr().out
     assert "--allow-unauthenticated" in ingress
-    assert "--set-secrets=BUILDKITE_WEBHOOK_TOKEN=ingress-buildkite-webhook-token:latest" in ingress
+    assert "--update-secrets=BUILDKITE_WEBHOOK_TOKEN=ingress-buildkite-webhook-token:latest" in ingress
 
 
 def test_terraform_reads_first_bundles_from_a_path_deploy_never_writes(

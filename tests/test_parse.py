@@ -13,6 +13,7 @@ import pytest
 
 from buildkite_events import BuildkiteEvent, InvalidEvent, parse_delivery
 from buildkite_events.message import to_message
+from buildkite_events.parse import MAX_JSON_DEPTH, load_json
 from tests.support import cloud_event, envelope, mcncl, payload, payload_bytes, payload_names
 
 ALL = payload_names()
@@ -380,11 +381,23 @@ def _field_mutations(body: dict[str, Any], path: tuple[str, ...]) -> Iterator[tu
                 yield f"{where}.{field}.{key} nested", _replace(body, (*path, field, key), {"nested": [None]})
 
 
+def _finite(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_body(body: dict[str, Any]) -> None:
     event = parse_delivery(body)
     _touch(event)
     data, attributes = to_message(body, body["event"])
     assert all(len(v.encode("utf-8")) <= 1024 for v in attributes.values())
+    if not _finite(body):  # the ingress refuses such a body (400); published by anyone else, it is not JSON
+        with pytest.raises(InvalidEvent, match="Infinity is not a JSON number"):
+            parse_delivery(envelope(data, attributes))
+        return
     again = parse_delivery(envelope(data, attributes))
     _touch(again)
     assert again.event_type == body["event"]
@@ -708,3 +721,50 @@ def test_a_top_level_message_string_is_a_body_not_an_envelope() -> None:
     event = parse_delivery({"event": "build.finished", "message": "hello", "data": "x"})
     assert event.event_type == "build.finished"
     assert event.data["message"] == "hello"
+
+
+# --- explicit JSON limits: the same on every Python version ----------------------------------
+
+
+def _deep(depth: int) -> str:
+    """A body nested ``depth`` levels (the outer object counts as one)."""
+    return '{"event":"deep.event","a":' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+
+
+def test_nesting_is_bounded_explicitly_not_by_the_recursion_limit() -> None:
+    assert load_json(_deep(MAX_JSON_DEPTH))["event"] == "deep.event"
+    for depth in (MAX_JSON_DEPTH + 1, 976, 5000, 200_000):
+        with pytest.raises(ValueError, match=f"deeper than {MAX_JSON_DEPTH} levels"):
+            load_json(_deep(depth))
+        with pytest.raises(InvalidEvent, match=f"deeper than {MAX_JSON_DEPTH} levels"):
+            parse_delivery(_push(_deep(depth).encode()))
+
+
+def test_the_depth_limit_holds_whatever_the_recursion_limit() -> None:
+    """Raised or lowered, the interpreter's limit changes nothing: deep input never reaches the parser."""
+    original = sys.getrecursionlimit()
+    for limit in (400, 20_000):
+        sys.setrecursionlimit(limit)
+        try:
+            with pytest.raises(InvalidEvent, match="deeper than"):
+                parse_delivery(_push(_deep(MAX_JSON_DEPTH + 1).encode()))
+            assert parse_delivery(_push(_deep(MAX_JSON_DEPTH).encode())).event_type == "deep.event"
+        finally:
+            sys.setrecursionlimit(original)
+
+
+def test_brackets_inside_strings_are_not_nesting() -> None:
+    text = json.dumps({"event": "ping", "message": "[" * 5000 + "{" * 5000, 'k"[': ['"]]]'] * 300})
+    assert load_json(text)["message"].startswith("[[[")
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "1E+400", "NaN", "Infinity", "-Infinity"])
+def test_numbers_json_cannot_carry_are_refused(number: str) -> None:
+    with pytest.raises(ValueError):
+        load_json('{"event":"ping","n":' + number + "}")
+    with pytest.raises(InvalidEvent, match="JSON we cannot take"):
+        parse_delivery(_push(('{"event":"ping","n":' + number + "}").encode()))
+
+
+def test_large_but_finite_numbers_are_kept() -> None:
+    assert load_json('{"n": 1.7976931348623157e308, "m": 5e-324, "i": ' + "9" * 400 + "}")["i"] == int("9" * 400)

@@ -62,18 +62,15 @@ def test_vectors_are_there() -> None:
 
 def test_vector_verifies(vector: dict[str, Any]) -> None:
     _check(vector, vector["expected_header"])
-    assert (
-        authenticate(
-            _body(vector),
-            token_header=None,
-            signature_header=vector["expected_header"],
-            token=vector["token"],
-            require_signature=True,
-            tolerance_seconds=TOLERANCE,
-            now=vector["timestamp"],
-        )
-        == "signature"
-    )
+    assert authenticate(
+        _body(vector),
+        token_header=None,
+        signature_header=vector["expected_header"],
+        token=vector["token"],
+        require_signature=True,
+        tolerance_seconds=TOLERANCE,
+        now=vector["timestamp"],
+    ) == ("signature", "current")
 
 
 def test_sign_reproduces_the_vector(vector: dict[str, Any]) -> None:
@@ -241,7 +238,7 @@ def test_non_ascii_token_can_match() -> None:
 # --- authenticate -----------------------------------------------------------------------------
 
 
-def _auth(**kwargs: Any) -> str:
+def _auth(**kwargs: Any) -> tuple[str, str]:
     params: dict[str, Any] = {
         "token_header": None,
         "signature_header": None,
@@ -255,7 +252,7 @@ def _auth(**kwargs: Any) -> str:
 
 
 def test_token_auth() -> None:
-    assert _auth(token_header="secret-token") == "token"
+    assert _auth(token_header="secret-token") == ("token", "current")
     with pytest.raises(AuthenticationFailed):
         _auth(token_header="wrong")
 
@@ -267,8 +264,8 @@ def test_require_signature_refuses_token_auth() -> None:
 
 def test_signature_auth() -> None:
     header = sign(b'{"event":"ping"}', "secret-token", 1_700_000_000)
-    assert _auth(signature_header=header) == "signature"
-    assert _auth(signature_header=header, require_signature=True) == "signature"
+    assert _auth(signature_header=header) == ("signature", "current")
+    assert _auth(signature_header=header, require_signature=True) == ("signature", "current")
 
 
 def test_a_bad_signature_is_not_rescued_by_a_good_token() -> None:
@@ -284,7 +281,9 @@ def test_no_credentials_at_all() -> None:
         _auth(token_header="", signature_header="")
 
 
-def test_comparisons_go_through_compare_digest(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def comparisons(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any]]:
+    """Every call to hmac.compare_digest, as it happens."""
     calls: list[tuple[Any, Any]] = []
     real = hmac.compare_digest
 
@@ -293,6 +292,11 @@ def test_comparisons_go_through_compare_digest(monkeypatch: pytest.MonkeyPatch) 
         return real(a, b)
 
     monkeypatch.setattr(sig.hmac, "compare_digest", spy)
+    return calls
+
+
+def test_comparisons_go_through_compare_digest(comparisons: list[tuple[Any, Any]]) -> None:
+    calls = comparisons
     header = sign(b"{}", "tok", 1_700_000_000)
     verify_signature(b"{}", header, "tok", tolerance_seconds=1, now=1_700_000_000)
     assert len(calls) == 1
@@ -300,3 +304,38 @@ def test_comparisons_go_through_compare_digest(monkeypatch: pytest.MonkeyPatch) 
         verify_token("nope", "tok")
     verify_token("tok", "tok")
     assert len(calls) == 3
+
+
+# --- token rotation: a previous token, accepted while configured -------------------------------
+
+
+def _sent_with(method: str, token: str) -> dict[str, str]:
+    if method == "token":
+        return {"token_header": token}
+    return {"signature_header": sign(b'{"event":"ping"}', token, 1_700_000_000)}
+
+
+@pytest.mark.parametrize("method", ["token", "signature"])
+def test_the_previous_token_is_accepted_only_while_configured(method: str) -> None:
+    sent = _sent_with(method, "old-token")
+    assert _auth(**sent, previous_token="old-token") == (method, "previous")
+    with pytest.raises(AuthenticationFailed, match="mismatch"):
+        _auth(**sent)  # rotation finished: the old token is gone
+    with pytest.raises(AuthenticationFailed, match="mismatch"):
+        _auth(**sent, previous_token="")
+
+
+@pytest.mark.parametrize("method", ["token", "signature"])
+def test_the_current_token_still_matches_during_a_rotation(method: str) -> None:
+    assert _auth(**_sent_with(method, "secret-token"), previous_token="old-token") == (method, "current")
+
+
+def test_every_token_is_compared_whichever_matches(comparisons: list[tuple[Any, Any]]) -> None:
+    """Constant time across tokens: a match on the first does not skip the second."""
+    calls = comparisons
+    assert _auth(token_header="secret-token", previous_token="old-token") == ("token", "current")
+    assert len(calls) == 2
+    calls.clear()
+    header = sign(b'{"event":"ping"}', "old-token", 1_700_000_000)
+    assert _auth(signature_header=header, previous_token="old-token") == ("signature", "previous")
+    assert len(calls) == 2

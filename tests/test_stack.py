@@ -39,7 +39,7 @@ def test_the_demo_flow_delivers_every_webhook_to_every_function(tmp_path: Path) 
         of_2042 = [body for _, body in webhooks if (json.loads(body).get("build") or {}).get("number") == 2042]
         assert sum("/my-pipeline/2025/06/12/2042/" in name for name in names) == len(of_2042)
 
-        # The same webhook again (Buildkite retrying a timed-out delivery): nothing new archived.
+        # The same webhook posted again: the same event, nothing new archived.
         event, body = webhooks[0]
         assert stack.post_webhook(body, event)[0] == 200
         assert local.wait_settled(stack, len(webhooks) + 1)

@@ -214,7 +214,8 @@ def test_make_deploy_uses_the_names_terraform_creates(monkeypatch: pytest.Monkey
     command = deploy.deploy_command("ingress", values)
     # terraform/iam.tf: account_id = <function name>; secrets.tf: <function>-<variable>.
     assert "--service-account=ingress@my-ci-project.iam.gserviceaccount.com" in command
-    assert "--set-secrets=BUILDKITE_WEBHOOK_TOKEN=ingress-buildkite-webhook-token:latest" in command
+    assert "--update-secrets=BUILDKITE_WEBHOOK_TOKEN=ingress-buildkite-webhook-token:latest" in command
+    assert "PREVIOUS" not in " ".join(command)  # optional: never referenced, so a missing version cannot break it
     assert "--allow-unauthenticated" in command
     iam_tf = (TERRAFORM / "iam.tf").read_text(encoding="utf-8")
     assert f'account_id   = "{deploy.BUILD_ACCOUNT}"' in iam_tf

@@ -9,7 +9,7 @@ from typing import Any
 
 import functions_framework
 
-from buildkite_events import BuildkiteEvent, ConfigError, TransientError, env, pubsub_handler
+from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, TransientError, env, pubsub_handler
 
 
 @dataclass(frozen=True)
@@ -24,24 +24,56 @@ def archive_build_data(event: BuildkiteEvent, config: Config) -> str:
     from google.api_core import exceptions as gexc
 
     path = archive_path(event, config.prefix)
+    where = f"gs://{config.bucket}/{path}"
     blob = _bucket(config.bucket).blob(path)
+    # Look first (objectViewer): a redelivery acks without writing. Real Cloud Storage may answer
+    # a create-only write on an existing name with 403 rather than 412 when the writer cannot delete.
+    if _exists(blob, config.bucket):
+        return f"already archived {where}"
     blob.metadata = archive_metadata(event)
     try:
-        # if_generation_match=0: create only. A redelivery finds the object and gets 412.
+        # if_generation_match=0: create only; never overwrite.
         blob.upload_from_string(
             event.payload, content_type="application/json", if_generation_match=0, retry=None, timeout=20
         )
     except gexc.PreconditionFailed:
-        return f"already archived gs://{config.bucket}/{path}"
-    except gexc.NotFound:
-        raise ConfigError(f"archive bucket {config.bucket!r} does not exist") from None
-    except (gexc.Forbidden, gexc.Unauthorized) as err:
-        raise ConfigError(f"no permission to write to bucket {config.bucket!r}: {err.code}") from None
-    except (gexc.TooManyRequests, gexc.ServerError, OSError) as err:  # OSError: requests' connection errors
-        raise TransientError(f"Cloud Storage: {type(err).__name__}") from None
+        return f"already archived {where}"
+    except gexc.Forbidden as err:
+        if _exists(blob, config.bucket):  # a racing delivery wrote it first: that is what the 403 means
+            return f"already archived {where}"
+        raise _failure(err, config.bucket, "write to") from None
     except gexc.GoogleAPICallError as err:
-        raise TransientError(f"Cloud Storage answered {err.code}") from None
-    return f"archived gs://{config.bucket}/{path}"
+        raise _failure(err, config.bucket, "write to") from None
+    except OSError as err:  # requests' connection errors and timeouts
+        raise TransientError(f"Cloud Storage: {type(err).__name__}") from None
+    return f"archived {where}"
+
+
+def _exists(blob: Any, bucket: str) -> bool:
+    from google.api_core import exceptions as gexc
+
+    try:
+        return bool(blob.exists(retry=None, timeout=20))
+    except gexc.GoogleAPICallError as err:
+        raise _failure(err, bucket, "read objects in") from None
+    except OSError as err:
+        raise TransientError(f"Cloud Storage: {type(err).__name__}") from None
+
+
+def _failure(err: Any, bucket: str, action: str) -> Exception:
+    """What a Cloud Storage error means for this message: retry, fix the configuration, or drop it."""
+    code = getattr(err, "code", None)
+    if code == 404:
+        return ConfigError(f"archive bucket {bucket!r} does not exist")
+    if code in (401, 403):
+        role = "roles/storage.objectViewer" if action.startswith("read") else "roles/storage.objectCreator"
+        return ConfigError(f"no permission to {action} bucket {bucket!r} ({code}; needs {role})")
+    if code is None or code in (408, 429) or code >= 500:
+        return TransientError(f"Cloud Storage answered {code or type(err).__name__}")
+    if code == 413:
+        return InvalidEvent("the event is larger than Cloud Storage accepts for one object")
+    # Any other 4xx is permanent: retrying cannot help, so the message waits in the dead-letter queue.
+    return ConfigError(f"Cloud Storage refused to {action} bucket {bucket!r}: {code} {str(err)[:200]}")
 
 
 @cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -10,8 +11,8 @@ from typing import Any
 import pytest
 
 from buildkite_events import Nack, parse_delivery
-from tests.support import cloud_event, envelope, load_function, mcncl, outcomes, payload, payload_names
-from tools.local.standin import Fault, StandIn
+from tests.support import cloud_event, envelope, load_function, log_lines, mcncl, outcomes, payload, payload_names
+from tools.local.faultproxy import FaultProxy
 
 archive = load_function("gcs-archive")
 
@@ -56,7 +57,7 @@ def test_every_fixture_is_archived_once_with_its_metadata(bucket: Any, name: str
     stored = json.loads(blob.download_as_bytes())
     assert stored["event_type"] == event.event_type
     assert stored["event"] == payload(name)["event"]
-    assert outcomes(capsys) == ["done", "done"]  # the second one found the object (412)
+    assert outcomes(capsys) == ["done", "done"]  # the second one found the object and wrote nothing
 
 
 def test_paths_are_organised_by_org_pipeline_day_and_build(bucket: Any) -> None:
@@ -122,19 +123,76 @@ def test_unset_bucket_names_the_variable(monkeypatch: Any, capsys: Any) -> None:
     assert outcomes(capsys) == ["config_error"]
 
 
-@pytest.mark.parametrize(
-    ("status", "expected"), [(403, "no permission"), (503, "gave up for now")], ids=["forbidden", "unavailable"]
-)
-def test_storage_errors_nack(monkeypatch: Any, gcp_project: str, status: int, expected: str) -> None:
-    """A local server answering like Cloud Storage does when access is denied or it is down."""
-    with StandIn() as gcs:
-        gcs.fail(r"/upload/storage/v1/b/.*", Fault(status=status, remaining=100, body={"error": {"code": status}}))
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.url)
-        monkeypatch.setenv("ARCHIVE_BUCKET", "denied")
+# -- Cloud Storage's answers, through a fault proxy in front of fake-gcs-server ---------------------
+
+UPLOAD = r"^/upload/storage/v1/b/"
+READ = r"^/storage/v1/b/[^/]+/o/"
+
+
+@pytest.fixture
+def proxied(bucket: Any, gcs_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, FaultProxy]]:
+    """(bucket, proxy): the function reaches fake-gcs-server through the proxy; the test reads it directly."""
+    with FaultProxy(gcs_server.url) as proxy:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.url)
         monkeypatch.setenv("RETRY_BUDGET_SECONDS", "1")
         archive._bucket.cache_clear()
         _reset_config()
-        with pytest.raises(Nack, match=expected):
-            archive.archive_build_data(cloud_event(envelope(payload("ping"))))
+        yield bucket, proxy
         archive._bucket.cache_clear()
-        assert gcs.recorded("/upload/")  # the real client really tried
+
+
+def _deliver(name: str = "build.finished.failed") -> None:
+    archive.archive_build_data(cloud_event(envelope(payload(name))))
+
+
+def test_an_archived_event_is_found_before_any_write(proxied: tuple[Any, FaultProxy], capsys: Any) -> None:
+    bucket, proxy = proxied
+    _deliver()
+    _deliver()  # redelivery: a read (objectViewer) finds it; no create is even tried
+    assert len(proxy.forwarded(UPLOAD, "POST")) == 1
+    assert [s.method for s in proxy.seen if re.search(READ, s.path)] == ["GET", "GET"]
+    assert len(_objects(bucket)) == 1
+    assert outcomes(capsys) == ["done", "done"]
+
+
+def test_a_403_on_a_create_that_lost_a_race_is_acked_not_retried(proxied: tuple[Any, FaultProxy], capsys: Any) -> None:
+    """Real Cloud Storage may answer a create-only write on an existing name with 403 when the writer holds
+    objectCreator only. The object appeared between our read and our write (another delivery wrote it)."""
+    bucket, proxy = proxied
+    event = parse_delivery(envelope(payload("build.finished.failed")))
+    proxy.fail(READ, "status", status=404, method="GET")  # our first look: not there yet
+    bucket.blob(archive.archive_path(event)).upload_from_string(event.payload)  # the racing delivery
+    proxy.fail(UPLOAD, "status", status=403, method="POST")
+    _deliver()
+    assert outcomes(capsys) == ["done"]
+    assert len(proxy.injected(UPLOAD)) == 1  # one refused create, then a look that found the object
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "outcome", "reason"),
+    [
+        (UPLOAD, 403, "config_error", "roles/storage.objectCreator"),
+        (READ, 403, "config_error", "roles/storage.objectViewer"),
+        (UPLOAD, 400, "config_error", "refused to write to"),
+        (UPLOAD, 413, "invalid", "larger than Cloud Storage accepts"),
+        (UPLOAD, 503, "retry", "gave up for now"),
+        (READ, 429, "retry", "gave up for now"),
+    ],
+    ids=["create-forbidden", "read-forbidden", "bad-request", "too-large", "unavailable", "rate-limited"],
+)
+def test_storage_errors_by_kind(
+    proxied: tuple[Any, FaultProxy], capsys: Any, path: str, status: int, outcome: str, reason: str
+) -> None:
+    bucket, proxy = proxied
+    proxy.fail(path, "status", status=status, times=100)
+    if outcome in ("invalid",):
+        _deliver()
+    else:
+        with pytest.raises(Nack, match=reason):
+            _deliver()
+    lines = [line for line in log_lines(capsys.readouterr().out) if "outcome" in line]
+    assert [line["outcome"] for line in lines] == [outcome]
+    assert reason in lines[0]["message"]
+    retried = len(proxy.injected(path)) > 1
+    assert retried == (outcome == "retry")  # a permanent answer is never retried in process
+    assert _objects(bucket) == {}

@@ -6,26 +6,51 @@ import json
 import logging
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 import flask
 import functions_framework
 
 from buildkite_events.config import env, load_config
-from buildkite_events.errors import ConfigError, TransientError
-from buildkite_events.log import configure_logging, log, log_context, register_secrets, trace_field
+from buildkite_events.errors import ConfigError, FanoutError
+from buildkite_events.log import configure_logging, log, log_context, redact, register_secrets, trace_field
 from buildkite_events.message import to_message
+from buildkite_events.parse import load_json
 from buildkite_events.publisher import Publisher
 from buildkite_events.signature import AuthenticationFailed, authenticate
+
+ANSWER_MARGIN_SECONDS = 5  # of the function timeout, kept after the publish deadline to answer
 
 
 @dataclass(frozen=True)
 class Config:
     project: str = env("GOOGLE_CLOUD_PROJECT")
     token: str = env("BUILDKITE_WEBHOOK_TOKEN", secret=True)
+    previous_token: str = env("BUILDKITE_WEBHOOK_TOKEN_PREVIOUS", default="", secret=True)
     topic: str = env("PUBSUB_TOPIC", default="buildkite-events")
     require_signature: bool = env("BUILDKITE_REQUIRE_SIGNATURE", default=False)
     tolerance_seconds: int = env("SIGNATURE_TOLERANCE_SECONDS", default=300)
     max_body_bytes: int = env("MAX_BODY_BYTES", default=1024 * 1024)
+    publish_deadline_seconds: float = env("PUBLISH_DEADLINE_SECONDS", default=20.0)
+
+    def __post_init__(self) -> None:
+        if self.tolerance_seconds <= 0:
+            raise ValueError("SIGNATURE_TOLERANCE_SECONDS must be a positive number of seconds")
+        if self.max_body_bytes <= 0:
+            raise ValueError("MAX_BODY_BYTES must be a positive number of bytes")
+        timeout = _timeout_seconds()
+        if not 0 < self.publish_deadline_seconds <= timeout - ANSWER_MARGIN_SECONDS:
+            raise ValueError(
+                f"PUBLISH_DEADLINE_SECONDS must be more than 0 and end {ANSWER_MARGIN_SECONDS} s before "
+                f"the function's {timeout} s timeout (function.yaml), so at most {timeout - ANSWER_MARGIN_SECONDS}"
+            )
+
+
+def _timeout_seconds() -> int:
+    """The function's timeout, from the manifest deployed beside this file."""
+    from buildkite_events.manifest import MANIFEST_NAME, load_manifest
+
+    return load_manifest(Path(__file__).with_name(MANIFEST_NAME)).timeout_seconds
 
 
 @cache
@@ -33,8 +58,8 @@ def _setup() -> tuple[Config, Publisher]:
     """Once per instance: config (validated) and a publisher."""
     configure_logging()
     config = load_config(Config)
-    register_secrets([config.token])
-    return config, Publisher(config.project, config.topic)
+    register_secrets([config.token, config.previous_token])
+    return config, Publisher(config.project, config.topic, deadline_seconds=config.publish_deadline_seconds)
 
 
 @functions_framework.http
@@ -58,11 +83,12 @@ def _receive(request: flask.Request, config: Config, publisher: Publisher) -> fl
         return _answer(413, f"body larger than {config.max_body_bytes} bytes")
 
     try:
-        method = authenticate(
+        auth = authenticate(
             body,
             token_header=request.headers.get("X-Buildkite-Token"),
             signature_header=request.headers.get("X-Buildkite-Signature"),
             token=config.token,
+            previous_token=config.previous_token or None,
             require_signature=config.require_signature,
             tolerance_seconds=config.tolerance_seconds,
         )
@@ -71,11 +97,13 @@ def _receive(request: flask.Request, config: Config, publisher: Publisher) -> fl
         return _answer(401, "invalid or missing Buildkite token or signature")
 
     try:
-        payload = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
+        payload = load_json(body.decode("utf-8"))
     except UnicodeDecodeError:
         return _answer(400, "body is not valid UTF-8")
-    except (ValueError, RecursionError):
-        return _answer(400, "body is not valid JSON")
+    except json.JSONDecodeError as err:
+        return _answer(400, f"body is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}")
+    except ValueError as err:  # too deep, NaN, 1e999, an integer past Python's digit limit
+        return _answer(400, f"body is JSON we do not accept: {str(err)[:100]}")
     if not isinstance(payload, dict):
         return _answer(400, "body must be a JSON object")
     event_type = payload.get("event")
@@ -88,23 +116,21 @@ def _receive(request: flask.Request, config: Config, publisher: Publisher) -> fl
     data, attributes = to_message(payload, event_type)
     try:
         message_id = publisher.publish(data, attributes)
-    except (TransientError, ConfigError) as err:
-        log(logging.ERROR, f"publish failed: {err}", outcome="publish_failed", event_type=event_type)
-        return _answer(503, "could not queue the event; Buildkite may retry")
+    except Exception as err:  # whatever failed, Buildkite gets the documented answer
+        reason = str(err) if isinstance(err, FanoutError) else f"unexpected {type(err).__name__}: {redact(str(err))}"
+        log(logging.ERROR, f"publish failed: {reason[:500]}", outcome="publish_failed", event_type=event_type)
+        return _answer(503, "could not queue the event; it was not accepted")
     log(
         logging.INFO,
         "published",
         outcome="published",
         event_type=event_type,
-        auth=method,
+        auth=auth.method,
+        auth_token=auth.token,
         message_id=message_id,
         **_ids(attributes),
     )
     return _answer(200, None, message_id=message_id)
-
-
-def _no_constants(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")  # Python accepts NaN/Infinity; JSON (and consumers) do not
 
 
 def _ids(attributes: dict[str, str]) -> dict[str, str]:

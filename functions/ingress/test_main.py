@@ -15,7 +15,9 @@ import pytest
 from buildkite_events.message import MAX_ATTRIBUTE_BYTES
 from buildkite_events.parse import parse_delivery
 from buildkite_events.signature import sign
-from tests.support import FIXTURES, ROOT, log_lines, payload, payload_bytes, payload_names
+from tests.support import FIXTURES, ROOT, load_function, log_lines, payload, payload_bytes, payload_names
+from tools.local.faultproxy import FaultProxy
+from tools.local.standin import Reply, StandIn
 
 TOKEN = "test-webhook-token-5f0c1d"
 SOURCE = ROOT / "functions" / "ingress" / "main.py"
@@ -225,6 +227,11 @@ def test_body_limit_is_configurable(client: Any, monkeypatch: Any) -> None:
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
+        (b'{"event": "ping", "n": 1e999}', "out of range"),
+        (b'{"event": "ping", "n": -1E+999}', "out of range"),
+        (b'{"event": "ping", "n": NaN}', "NaN"),
+        (b'{"event": "ping", "n": Infinity}', "Infinity"),
+        (b'{"event": "ping", "n": ' + b"[" * 129 + b"]" * 129 + b"}", "deeper than 128"),
         (b"\xff\xfe{}", "UTF-8"),
         (b"{not json", "JSON"),
         (b"", "JSON"),
@@ -237,6 +244,11 @@ def test_body_limit_is_configurable(client: Any, monkeypatch: Any) -> None:
         (b'{"event": "ping", "n": 1' + b"0" * 5000 + b"}", "JSON"),
     ],
     ids=[
+        "1e999",
+        "-1e999",
+        "nan",
+        "infinity",
+        "nested-129",
         "not-utf8",
         "not-json",
         "empty",
@@ -284,13 +296,15 @@ def test_long_branch_names_are_truncated_in_attributes_not_in_data(client: Any, 
     assert json.loads(message.data)["build"]["branch"] == sent["build"]["branch"]
 
 
-def test_publish_failure_is_503(client: Any, monkeypatch: Any) -> None:
+def test_publish_failure_is_503(client: Any, monkeypatch: Any, capsys: Any) -> None:
     monkeypatch.setenv("PUBSUB_TOPIC", "no-such-topic")
     _loaded()._setup.cache_clear()
     body = payload_bytes("ping")
     response = _post(client, body, _signed(body), "ping")
     assert response.status_code == 503
     assert "Traceback" not in response.get_data(as_text=True)
+    (line,) = [line for line in log_lines(capsys.readouterr().out) if line.get("outcome") == "publish_failed"]
+    assert "HTTP 404" in line["message"]  # the topic is missing: said at once, not retried
 
 
 def test_missing_token_configuration_is_503_and_named_in_logs(client: Any, monkeypatch: Any, capsys: Any) -> None:
@@ -321,3 +335,257 @@ def test_manifest_describes_this_function() -> None:
     assert manifest["entry_point"] == "receive_webhook"
     assert manifest["trigger"] == "http"
     assert "BUILDKITE_WEBHOOK_TOKEN" in manifest["secrets"]
+    assert manifest["optional_secrets"] == ["BUILDKITE_WEBHOOK_TOKEN_PREVIOUS"]  # mounted only during a rotation
+
+
+# --- configuration refused at start-up ----------------------------------------------------------
+
+
+def _config_error(client: Any, capsys: Any) -> str:
+    capsys.readouterr()
+    assert _post(client, payload_bytes("ping"), {"X-Buildkite-Token": TOKEN}, "ping").status_code == 503
+    (line,) = [line for line in log_lines(capsys.readouterr().out) if line.get("outcome") == "config_error"]
+    return str(line["message"])
+
+
+def test_a_token_stored_with_a_trailing_newline_still_matches(
+    client: Any, topic: tuple[str, str], monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("BUILDKITE_WEBHOOK_TOKEN", TOKEN + "\n")  # `echo $TOKEN | gcloud secrets versions add ...`
+    _loaded()._setup.cache_clear()
+    body = payload_bytes("ping")
+    assert _post(client, body, {"X-Buildkite-Token": TOKEN}, "ping").status_code == 200
+    assert _post(client, body, _signed(body), "ping").status_code == 200
+    assert len(_pull(topic[1], expected=2)) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BUILDKITE_WEBHOOK_TOKEN", " \n\t"),
+        ("SIGNATURE_TOLERANCE_SECONDS", "-5"),
+        ("SIGNATURE_TOLERANCE_SECONDS", "0"),
+        ("PUBLISH_DEADLINE_SECONDS", "0"),
+        ("PUBLISH_DEADLINE_SECONDS", "26"),  # the manifest's 30 s timeout leaves at most 25
+        ("MAX_BODY_BYTES", "0"),
+    ],
+)
+def test_bad_settings_are_configuration_errors_naming_the_variable(
+    client: Any, monkeypatch: Any, capsys: Any, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    _loaded()._setup.cache_clear()
+    assert name in _config_error(client, capsys)
+
+
+def test_the_manifest_deadline_ends_before_the_timeout() -> None:
+    import yaml
+
+    manifest = yaml.safe_load(Path(SOURCE.parent / "function.yaml").read_text())
+    deadline = float(manifest["env"]["PUBLISH_DEADLINE_SECONDS"])
+    assert 0 < deadline <= manifest["resources"]["timeout_seconds"] - load_function("ingress").ANSWER_MARGIN_SECONDS
+
+
+# --- token rotation -------------------------------------------------------------------------------
+
+PREVIOUS = "previous-webhook-token-91a2"
+
+
+@pytest.mark.parametrize("method", ["signature", "token"])
+def test_the_previous_token_is_accepted_while_configured_and_refused_after(
+    client: Any, topic: tuple[str, str], monkeypatch: Any, capsys: Any, method: str
+) -> None:
+    body = payload_bytes("ping")
+    headers = _signed(body, token=PREVIOUS) if method == "signature" else {"X-Buildkite-Token": PREVIOUS}
+    monkeypatch.setenv("BUILDKITE_WEBHOOK_TOKEN_PREVIOUS", PREVIOUS)
+    _loaded()._setup.cache_clear()
+    capsys.readouterr()
+    assert _post(client, body, headers, "ping").status_code == 200
+    current = _signed(body) if method == "signature" else {"X-Buildkite-Token": TOKEN}
+    assert _post(client, body, current, "ping").status_code == 200
+    published = [line for line in log_lines(capsys.readouterr().out) if line.get("outcome") == "published"]
+    assert [(line["auth"], line["auth_token"]) for line in published] == [(method, "previous"), (method, "current")]
+    assert len(_pull(topic[1], expected=2)) == 2
+
+    monkeypatch.delenv("BUILDKITE_WEBHOOK_TOKEN_PREVIOUS")  # rotation done: instances restart without it
+    _loaded()._setup.cache_clear()
+    assert _post(client, body, headers, "ping").status_code == 401
+    assert _post(client, body, current, "ping").status_code == 200
+
+
+def test_the_previous_token_never_appears_in_logs(client: Any, monkeypatch: Any, capsys: Any) -> None:
+    monkeypatch.setenv("BUILDKITE_WEBHOOK_TOKEN_PREVIOUS", PREVIOUS)
+    _loaded()._setup.cache_clear()
+    body = payload_bytes("ping")
+    _post(client, body, {"X-Buildkite-Token": PREVIOUS}, "ping")
+    _post(client, body, {"X-Buildkite-Token": PREVIOUS + "x"}, "ping")
+    output = capsys.readouterr()
+    assert PREVIOUS not in output.out + output.err
+
+
+# --- publishing through a Pub/Sub outage: the fault proxy in front of the emulator ----------------
+
+
+@pytest.fixture
+def proxied(client: Any, pubsub_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, FaultProxy]]:
+    """(client, proxy): the ingress publishes through a fault proxy; the tests pull from the emulator directly."""
+    with FaultProxy(pubsub_emulator.url) as proxy:
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", proxy.host)
+        monkeypatch.setenv("PUBLISH_DEADLINE_SECONDS", "8")
+        _loaded()._setup.cache_clear()
+        _loaded()._setup()  # the publisher keeps the proxy's address
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host)
+        yield client, proxy
+
+
+PUBLISH = r":publish$"
+
+
+def _deadline(seconds: float) -> None:
+    """Shorten this instance's publish deadline (for tests that wait it out)."""
+    _loaded()._setup()[1].deadline_seconds = seconds
+
+
+def _publish_failed(client: Any, capsys: Any) -> str:
+    """Post a ping; check it gets the documented 503 and one publish_failed line, and return that line's message."""
+    body = payload_bytes("ping")
+    capsys.readouterr()
+    response = _post(client, body, _signed(body), "ping")
+    assert response.status_code == 503
+    assert response.get_json() == {"error": "could not queue the event; it was not accepted"}
+    (line,) = _published(capsys)
+    assert line["outcome"] == "publish_failed" and line["severity"] == "ERROR"
+    return str(line["message"])
+
+
+def _published(capsys: Any) -> list[dict[str, Any]]:
+    return [
+        line for line in log_lines(capsys.readouterr().out) if line.get("outcome") in ("published", "publish_failed")
+    ]
+
+
+def test_an_outage_of_a_few_seconds_ends_on_the_topic_exactly_once(
+    proxied: tuple[Any, FaultProxy], topic: tuple[str, str], capsys: Any
+) -> None:
+    client, proxy = proxied
+    proxy.fail(PUBLISH, "status", times=3, status=503)
+    proxy.fail(PUBLISH, "drop", times=2)  # connection closed unanswered, nothing stored
+    proxy.fail(PUBLISH, "status", times=1, status=429, retry_after=1)
+    body = payload_bytes("build.finished.failed")
+    capsys.readouterr()
+    response = _post(client, body, _signed(body), "build.finished")
+    assert response.status_code == 200, response.get_json()
+    assert proxy.pending() == 0 and len(proxy.forwarded(PUBLISH)) == 1
+    (message,) = _pull(topic[1], expected=2, timeout=3)  # one, not two
+    assert message.message_id == response.get_json()["message_id"]
+    assert [line["outcome"] for line in _published(capsys)] == ["published"]
+
+
+def test_a_slow_pubsub_gets_time_to_answer_rather_than_a_second_copy(
+    proxied: tuple[Any, FaultProxy], topic: tuple[str, str]
+) -> None:
+    client, proxy = proxied
+    proxy.fail(PUBLISH, "slow", delay=3.0)  # the first attempt may wait 4 s of the 8 s deadline
+    body = payload_bytes("build.finished.failed")
+    assert _post(client, body, _signed(body), "build.finished").status_code == 200
+    assert len(proxy.seen) == 1
+    assert len(_pull(topic[1], expected=2, timeout=3)) == 1
+
+
+def test_an_attempt_stored_after_its_timeout_is_a_duplicate_with_the_same_event_key(
+    proxied: tuple[Any, FaultProxy], topic: tuple[str, str]
+) -> None:
+    """The one duplicate left: the answer came too late, the event was stored, the next attempt stores it again.
+    Both copies carry the same data, hence the same event_key, which every consumer dedupes on."""
+    client, proxy = proxied
+    proxy.fail(PUBLISH, "slow", delay=5.0)  # past the first attempt's 4 s, then forwarded
+    body = payload_bytes("build.finished.failed")
+    assert _post(client, body, _signed(body), "build.finished").status_code == 200
+    messages = _pull(topic[1], expected=2)
+    assert len(messages) == 2
+    assert messages[0].data == messages[1].data
+    keys = {parse_delivery({"message": {"data": base64.b64encode(m.data).decode(), "messageId": m.message_id}}).key
+            for m in messages}  # fmt: skip
+    assert len(keys) == 1
+
+
+def test_an_outage_past_the_deadline_is_the_documented_503(
+    proxied: tuple[Any, FaultProxy], topic: tuple[str, str], monkeypatch: Any, capsys: Any
+) -> None:
+    client, proxy = proxied
+    _deadline(3)
+    proxy.fail(PUBLISH, "status", times=1000, status=503)
+    reason = _publish_failed(client, capsys)
+    assert "HTTP 503" in reason and "gave up after" in reason
+    assert len(proxy.seen) > 3  # retried, within the deadline
+    assert _pull(topic[1], timeout=1) == []
+
+
+@pytest.mark.parametrize(
+    "answer", [b"<html>proxy login</html>", b'{"unexpected": true}', b""], ids=["html", "json", "empty"]
+)
+def test_a_200_that_is_not_pubsubs_answer_is_retried_then_503(
+    proxied: tuple[Any, FaultProxy], topic: tuple[str, str], capsys: Any, answer: bytes
+) -> None:
+    client, proxy = proxied
+    _deadline(2)
+    proxy.fail(PUBLISH, "status", times=1000, status=200, body=answer)
+    assert "200 without a message id" in _publish_failed(client, capsys)
+    proxy.clear()
+    body = payload_bytes("ping")
+    assert _post(client, body, _signed(body), "ping").status_code == 200
+    assert len(_pull(topic[1], expected=2, timeout=3)) == 1
+
+
+# --- Google credentials (production path: no emulator) --------------------------------------------
+
+
+@pytest.fixture
+def production(client: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """The ingress as deployed: no emulator, so it needs Google credentials before publishing."""
+    monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("PUBLISH_DEADLINE_SECONDS", "3")
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")  # never the real metadata server
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
+    _loaded()._setup.cache_clear()
+    return client
+
+
+def _credentials_file(tmp_path: Path, token_uri: str) -> str:
+    """A service account key whose token endpoint is ``token_uri`` (google-auth honours it for this type)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    info = {
+        "type": "service_account",
+        "project_id": "buildkite-fanout-test",
+        "private_key_id": "1",
+        "private_key": key.decode(),
+        "client_email": "ingress@buildkite-fanout-test.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": token_uri,
+    }
+    path = tmp_path / "credentials.json"
+    path.write_text(json.dumps(info))
+    return str(path)
+
+
+def test_missing_credentials_are_the_documented_503(
+    production: Any, monkeypatch: Any, tmp_path: Path, capsys: Any
+) -> None:
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))  # DefaultCredentialsError
+    assert "DefaultCredentialsError" in _publish_failed(production, capsys)
+
+
+@pytest.mark.parametrize(("status", "error"), [(400, "invalid_grant"), (503, "backend_error")])
+def test_a_token_refresh_that_fails_is_the_documented_503(
+    production: Any, monkeypatch: Any, tmp_path: Path, capsys: Any, status: int, error: str
+) -> None:
+    with StandIn() as token_server:
+        token_server.route("POST", "/token", lambda _: Reply(status, {"error": error, "error_description": "no"}))
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", _credentials_file(tmp_path, f"{token_server.url}/token"))
+        assert "could not refresh the Google access token" in _publish_failed(production, capsys)
+        assert token_server.recorded("/token")  # it did try

@@ -1,14 +1,17 @@
 """jira-update: comment on the Jira issues a finished build mentions, and move them on failure.
 
 Issue keys come from the commit message and the branch name, restricted to projects that
-exist (``JIRA_PROJECTS``, or the projects the credentials can see). Each comment ends with
-a visible marker naming the build and its outcome; before commenting, the issue's
-comments are searched for it, so a redelivered or retried message never comments twice,
-even when an earlier attempt got through only some of its keys.
+exist (``JIRA_PROJECTS``, or the projects the credentials can see). Each comment carries a
+comment property naming the build and its outcome, and ends with the same as a visible
+marker line; before commenting, the issue's comments are searched for either (the property
+first: Jira Cloud renders comment text back from its own format, not byte for byte), so a
+redelivered or retried message never comments twice, even when an earlier attempt got
+through only some of its keys. The comment is POSTed once per attempt (see ``post_comment``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -33,9 +36,11 @@ T = TypeVar("T")
 NOT_PROJECTS = frozenset({"UTF", "UCS", "SHA", "MD", "ISO", "IEC", "RFC", "CVE", "CWE", "GHSA", "AES", "RSA", "TLS"})
 TERMINAL = ("passed", "failed", "canceled", "skipped", "not_run")
 MARKER_PREFIX = "buildkite-fanout:"
+PROPERTY_KEY = "buildkite-fanout"  # comment property: {"marker": <build_marker>}
 PAGE_SIZE = 100
 MAX_COMMENT_PAGES = 100  # 10,000 comments: far beyond any issue a build should comment on
 PROJECTS_TTL_SECONDS = 3600.0
+MAX_CANDIDATE_KEYS = 200  # per text (message, branch); JIRA_MAX_ISSUES later caps what is updated
 _KEY = re.compile(r"(?<![A-Za-z0-9_])([A-Z][A-Z0-9_]{1,19})-([1-9][0-9]{0,8})(?![0-9A-Za-z])")
 _PROJECT = re.compile(r"^[A-Z][A-Z0-9_]{1,19}$")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -141,8 +146,24 @@ def update_issue(jira: JIRA, key: str, event: BuildkiteEvent, config: Config) ->
     build = event.build
     if build and build.state == "failed" and config.failure_transition.strip():
         moved = move(jira, issue, key, config.failure_transition.strip())
-    _call(jira.add_comment, key, comment_body(event, marker, moved))
+    _call(post_comment, jira, key, comment_body(event, marker, moved), marker)
     return f"commented, moved to {moved}" if moved else "commented"
+
+
+def post_comment(jira: JIRA, key: str, body: str, marker: str) -> None:
+    """One POST, sent once, carrying the marker as a comment property.
+
+    The jira library re-sends a POST after a dropped connection; if the first one
+    had reached Jira, that would comment twice. Here a failure goes back to the handler,
+    whose retry looks for the marker again before commenting.
+    """
+    import requests
+    from jira.resilientsession import raise_on_error
+
+    payload = {"body": body, "properties": [{"key": PROPERTY_KEY, "value": {"marker": marker}}]}
+    session = jira._session
+    url = jira._get_url(f"issue/{key}/comment")
+    raise_on_error(requests.Session.request(session, "POST", url, data=json.dumps(payload), timeout=session.timeout))
 
 
 def move(jira: JIRA, issue: Any, key: str, wanted: str) -> str | None:
@@ -169,14 +190,15 @@ def move(jira: JIRA, issue: Any, key: str, wanted: str) -> str | None:
 
 
 def has_marker(jira: JIRA, key: str, marker: str) -> bool:
-    """Search the issue's comments, newest first, page by page, for ``marker``."""
+    """Search the issue's comments, newest first, page by page, for ``marker``: as our comment
+    property, then as text (comments from before properties; Data Center keeps text verbatim)."""
     start = 0
     for _ in range(MAX_COMMENT_PAGES):
         params = {"startAt": start, "maxResults": PAGE_SIZE, "orderBy": "-created"}
         # _get_json keeps the page's "total" that jira.comments() drops.
         page = _call(jira._get_json, f"issue/{key}/comment", params=params)
-        comments = (page.get("comments") or []) if isinstance(page, dict) else []
-        if any(marker in _text(comment.get("body")) for comment in comments if isinstance(comment, dict)):
+        comments = [c for c in (page.get("comments") or []) if isinstance(c, dict)] if isinstance(page, dict) else []
+        if _has_property(jira, comments, marker) or any(marker in _text(c.get("body")) for c in comments):
             return True
         start += len(comments)
         total = page.get("total") if isinstance(page, dict) else None
@@ -186,26 +208,58 @@ def has_marker(jira: JIRA, key: str, marker: str) -> bool:
     return False
 
 
-def _text(body: Any) -> str:
-    if isinstance(body, str):
-        return body
-    import json
+_without_comment_list: set[str] = set()  # servers that have no POST comment/list (Jira Data Center)
 
-    return json.dumps(body)  # an Atlassian Document Format body: the marker is still in its text nodes
+
+def _has_property(jira: JIRA, comments: list[dict[str, Any]], marker: str) -> bool:
+    """Whether one of ``comments`` carries our property for ``marker`` (Jira Cloud: comment/list?expand=properties)."""
+    from jira.utils import json_loads
+
+    ids, server = [int(c["id"]) for c in comments if str(c.get("id", "")).isdigit()], str(jira.server_url)
+    if not ids or server in _without_comment_list:
+        return False
+    url = jira._get_url("comment/list")  # a read: the library may retry it freely
+    try:
+        found = _call(lambda: json_loads(jira._session.post(url, params={"expand": "properties"}, json={"ids": ids})))
+    except JiraFailure as failure:
+        if failure.kind not in ("missing", "rejected"):
+            raise
+        _without_comment_list.add(server)
+        log(logging.INFO, f"Jira at {server} cannot list comment properties ({failure}); matching the text marker only")
+        return False
+    values = [c for c in (found.get("values") or []) if isinstance(c, dict)] if isinstance(found, dict) else []
+    ours = [
+        p.get("value")
+        for c in values
+        for p in c.get("properties") or []
+        if isinstance(p, dict) and p.get("key") == PROPERTY_KEY
+    ]
+    return any(isinstance(value, dict) and value.get("marker") == marker for value in ours)
+
+
+def _text(body: Any) -> str:
+    """A body's text without backslash escapes (a renderer may add or drop them); a document-format
+    body as JSON (the marker is in one of its text nodes)."""
+    return (body if isinstance(body, str) else json.dumps(body)).replace("\\", "")
 
 
 # -- keys -----------------------------------------------------------------------------------
 
 
 def candidate_keys(message: str | None, branch: str | None) -> list[str]:
-    """Keys in the commit message (as written) and the branch (any case), in order, once each."""
-    found: list[str] = []
+    """Keys in the commit message (as written) and the branch (any case), in order, once each.
+
+    Linear in the text (a dict finds repeats), and at most ``MAX_CANDIDATE_KEYS`` from each:
+    a message listing thousands of keys is not a build reference to follow.
+    """
+    found: dict[str, None] = {}
     for text in (message or "", (branch or "").upper()):
+        limit = len(found) + MAX_CANDIDATE_KEYS
         for match in _KEY.finditer(text):
-            key = f"{match.group(1)}-{match.group(2)}"
-            if key not in found:
-                found.append(key)
-    return found
+            found.setdefault(f"{match.group(1)}-{match.group(2)}")
+            if len(found) >= limit:
+                break
+    return list(found)
 
 
 def issue_keys(candidates: list[str], projects: frozenset[str], *, trusted: bool = False) -> list[str]:

@@ -14,6 +14,7 @@ import pytest
 from buildkite_events import Nack, parse_delivery
 from tests.support import cloud_event, envelope, load_function, mcncl, outcomes, payload
 from tools.local import emulators
+from tools.local.faultproxy import FaultProxy
 from tools.local.standin import Fault, StandIn
 from tools.local.standins import jira as jira_standin
 
@@ -36,6 +37,7 @@ def _fresh_instance() -> None:
     fn.update_jira_tickets.instance.reset()  # config, client and project list are per instance
     fn._jira.cache_clear()
     fn._projects.clear()
+    fn._without_comment_list.clear()
 
 
 @pytest.fixture
@@ -448,3 +450,75 @@ def test_configuration_errors_name_the_variable(
         deliver(build())
     assert outcomes(capsys) == ["config_error"]
     assert jira.requests == []
+
+
+def test_candidate_keys_are_bounded_and_the_branch_still_counts() -> None:
+    """40,000 keys in a commit message: once each, in order, at most MAX_CANDIDATE_KEYS of them, then the branch's."""
+    message = " ".join(f"PROJ-{n}" for n in range(1, 40_001)) + " PROJ-1" * 1000
+    keys = fn.candidate_keys(message, "feature/OPS-7-alerts")
+    assert keys[: fn.MAX_CANDIDATE_KEYS] == [f"PROJ-{n}" for n in range(1, fn.MAX_CANDIDATE_KEYS + 1)]
+    assert keys[fn.MAX_CANDIDATE_KEYS :] == ["OPS-7"]
+    assert fn.candidate_keys("PROJ-1 " * 50_000, "PROJ-1") == ["PROJ-1"]
+
+
+# -- the marker: a comment property first, the text as a fallback --------------------------------
+
+
+def test_our_comment_carries_the_marker_as_a_comment_property(jira: StandIn) -> None:
+    deliver("build.finished.passed.jira-key")
+    assert jira_standin.comment_properties(jira, "PROJ-123") == [{fn.PROPERTY_KEY: {"marker": MARKER_2048}}]
+
+
+def test_an_edited_comment_still_counts_as_done(jira: StandIn, firestore_emulator: Any, gcp_project: str) -> None:
+    """Someone tidied our comment in Jira (or Jira rendered it back differently): the text marker is
+    gone, the property stays, and a redelivery without its claim does not comment again."""
+    deliver("build.finished.passed.jira-key", "a")
+    jira_standin.edit_comment(jira, "PROJ-123", "(/) build 2048 passed, see Buildkite")
+    emulators.wipe_firestore(firestore_emulator.host, gcp_project)
+    _fresh_instance()
+    deliver("build.finished.passed.jira-key", "b")
+    assert len(jira_standin.new_comments(jira, "PROJ-123")) == 1
+    assert jira.recorded(r"/comment/list$", "POST")  # found through the property lookup
+
+
+def test_a_text_marker_escaped_by_a_renderer_is_still_found(jira: StandIn) -> None:
+    """Comments from before properties carry only the text, which Jira may hand back with escapes."""
+    jira_standin.add_comment(
+        jira, "PROJ-123", "(/) earlier {color:#97A0AF}" + MARKER_2048.replace("-", "\\-") + "{color}"
+    )
+    deliver("build.finished.passed.jira-key")
+    assert jira_standin.new_comments(jira, "PROJ-123") == []
+
+
+def test_without_comment_properties_the_text_marker_decides(jira: StandIn, capsys: Any) -> None:
+    """Jira Data Center has no POST comment/list: looked for once per instance, then the text marker alone."""
+    jira.fail(r"/comment/list$", Fault(status=404, remaining=1000, body={"errorMessages": ["null for uri"]}))
+    deliver(build(number=1), "1")
+    deliver(build(number=1), "2")
+    deliver(build(number=2), "3")
+    assert len(jira_standin.new_comments(jira, "PROJ-123")) == 2
+    assert len(jira.recorded(r"/comment/list$")) == 1
+    assert "cannot list comment properties" in capsys.readouterr().out
+
+
+def test_the_stand_in_renders_comments_back_not_byte_for_byte(jira: StandIn) -> None:
+    jira_standin.add_comment(jira, "PROJ-124", "Build   my\\_pipeline \\: done  \n{color:#97A0AF}x{color}  ")
+    (comment,) = [c for c in jira_standin.issue(jira, "PROJ-124").comments]
+    assert comment["body"] == "Build my_pipeline : done\n{color:#97a0af}x{color}"
+
+
+def test_a_comment_post_whose_answer_is_lost_is_not_sent_twice(
+    jira: StandIn, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """The POST reached Jira and the comment exists, but the connection dropped before the answer:
+    the jira library would re-send the POST itself. Sent once; the retry finds the marker first."""
+    with FaultProxy(jira.url) as proxy:
+        monkeypatch.setenv("JIRA_SERVER", f"{proxy.url}/jira")
+        monkeypatch.setenv("JIRA_MAX_RETRIES", "3")  # the library's own retries are on
+        monkeypatch.setenv("RETRY_BUDGET_SECONDS", "10")
+        _fresh_instance()
+        proxy.fail(r"/issue/PROJ-123/comment$", "lost", method="POST")
+        deliver(build())
+        assert len(proxy.forwarded(r"/issue/PROJ-123/comment$", "POST")) == 1
+    assert len(jira_standin.new_comments(jira, "PROJ-123")) == 1
+    assert outcomes(capsys) == ["done"]

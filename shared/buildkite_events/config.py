@@ -7,7 +7,9 @@
         token: str = env("SLACK_TOKEN", secret=True)
 
 ``load_config(Config)`` reads and converts every field, and raises ``ConfigError`` naming
-the variable that is missing or invalid. Secret values never appear in reprs or errors.
+the variable that is missing or invalid. Secret values are stripped of surrounding
+whitespace (a required one that is only whitespace is missing) and never appear in reprs
+or errors.
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ def load_config(cls: type[T], environ: Mapping[str, str] | None = None) -> T:
             if field.default is _MISSING:
                 raise ConfigError(f"environment variable {name} is required but not set")
             continue
+        if field.metadata.get("secret") and isinstance(raw, str):
+            raw = raw.strip()  # stored with `echo`, a secret ends in a newline no request carries
+            if not raw and field.default is _MISSING:
+                raise ConfigError(f"environment variable {name} is set but holds only whitespace")
         values[field.name] = _convert(raw, hints[field.name], name)
     try:
         return cls(**values)

@@ -34,6 +34,7 @@ from .config import load_config, secret_values
 from .errors import ACKED_OUTCOMES, ConfigError, InvalidEvent, TransientError
 from .event import BuildkiteEvent
 from .filters import Filter, parse_filter
+from .framework import accept_pushes_without_data
 from .log import configure_logging, log, log_context, redact, register_secrets, trace_field
 from .manifest import MANIFEST_NAME, Manifest, load_manifest
 from .message import message_attributes
@@ -130,6 +131,7 @@ def pubsub_handler(
                 raise Nack(description=redact(line)[:500])
 
         entry.instance = instance  # type: ignore[attr-defined]
+        accept_pushes_without_data(entry)  # functions-framework would answer 400 before calling us
         return entry
 
     return decorate

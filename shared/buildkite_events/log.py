@@ -7,21 +7,24 @@ delivery with ``log_context`` and added to every line. Known secret values are r
 
 from __future__ import annotations
 
+import base64
 import contextvars
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
 
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
     "buildkite_fanout_log", default=MappingProxyType({})
 )
 _secrets: list[str] = []
+_base64_secrets: list[str] = []  # see register_secrets
 REDACTED = "[REDACTED]"
 _encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
 _encode_ascii = json.JSONEncoder(default=str).encode  # built once: json.dumps(**opts) builds one per call
@@ -44,7 +47,7 @@ def _line(severity: str, message: str, created: float, fields: Mapping[str, Any]
             line.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate from an event: keep it as a \uXXXX escape
             line = _encode_ascii(entry)
-    return redact(line) if _secrets else line
+    return redact(line) if _secrets or _base64_secrets else line
 
 
 class JsonFormatter(logging.Formatter):
@@ -81,27 +84,67 @@ def configure_logging() -> None:
 
 
 def register_secrets(values: Iterable[str]) -> None:
-    """Remember secret values (and, for URLs, their path and query) to scrub from output."""
+    """Remember secret values to scrub from output, in every form they may take there.
+
+    Each value as is, URL-encoded and percent-decoded; for URLs also their path and query,
+    and on its own each query value that is a credential (a Teams Workflows URL's ``sig``);
+    all of those JSON-escaped (lines are redacted after encoding). Base64 (and with it HTTP
+    Basic auth, whatever the user name) is matched by the part of the encoding that depends
+    on the secret alone, at each of the three byte alignments; the whole base64 word goes.
+    """
     for value in values:
-        candidates = [value]
+        value = value.strip()
+        candidates = {value}
         if value.startswith(("http://", "https://")):
             parts = urlsplit(value)
-            candidates.append(parts.path + ("?" + parts.query if parts.query else ""))
+            candidates.add(parts.path + ("?" + parts.query if parts.query else ""))
             if parts.query:
-                candidates.append(parts.query)
-        # Lines are redacted after JSON encoding: match the escaped form too (PEM keys have newlines).
-        candidates += [json.dumps(c, ensure_ascii=False)[1:-1] for c in candidates]
-        candidates += [json.dumps(c)[1:-1] for c in candidates]
+                candidates.add(parts.query)
+            for field in parts.query.split("&"):
+                name, _, credential = field.partition("=")
+                if name.lower() in _CREDENTIAL_PARAMS:
+                    candidates.add(credential)
+        for candidate in list(candidates):
+            candidates |= {quote(candidate, safe=""), quote(candidate), quote_plus(candidate)}
+            candidates |= {unquote(candidate), unquote_plus(candidate)}
+        for candidate in list(candidates):  # lines are redacted after JSON encoding (PEM keys have newlines)
+            candidates.add(json.dumps(candidate, ensure_ascii=False)[1:-1])
+            candidates.add(json.dumps(candidate)[1:-1])
         for candidate in candidates:
             if len(candidate) >= 6 and candidate not in _secrets:
                 _secrets.append(candidate)
+        for core in _base64_cores(value.encode("utf-8", "surrogatepass")):
+            if core not in _base64_secrets:
+                _base64_secrets.append(core)
     _secrets.sort(key=len, reverse=True)  # longest first, so a URL goes before its path
+
+
+_CREDENTIAL_PARAMS = frozenset({"sig", "signature", "code", "key", "token", "access_token", "api_key", "apikey"})
+_MIN_BASE64_CORE = 8  # shorter runs could match innocent text
+_BASE64_WORD = "[A-Za-z0-9+/_-]*"
+
+
+def _base64_cores(raw: bytes) -> list[str]:
+    """The base64 characters that depend on ``raw`` alone, for each alignment it may start at."""
+    cores = []
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + raw).decode("ascii")
+        core = encoded[-(-8 * shift // 6) : 8 * (shift + len(raw)) // 6]
+        if len(core) >= _MIN_BASE64_CORE:
+            cores += [core, core.translate(_URLSAFE)]
+    return cores
+
+
+_URLSAFE = str.maketrans("+/", "-_")
 
 
 def redact(text: str) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    for core in _base64_secrets:
+        if core in text:
+            text = re.sub(_BASE64_WORD + re.escape(core) + _BASE64_WORD + "=*", REDACTED, text)
     return text
 
 

@@ -33,6 +33,7 @@ class Manifest:
     idempotency: bool = False
     env: dict[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
+    optional_secrets: tuple[str, ...] = ()  # mounted only when Terraform is told they have a version
     delivery: Delivery = field(default_factory=Delivery)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     path: Path | None = None
@@ -54,6 +55,7 @@ def parse_manifest(raw: dict[str, Any], path: Path | None = None) -> Manifest:
         idempotency=bool(raw.get("idempotency", False)),
         env={str(k): "" if v is None else str(v) for k, v in (raw.get("env") or {}).items()},
         secrets=tuple(raw.get("secrets") or ()),
+        optional_secrets=tuple(raw.get("optional_secrets") or ()),
         delivery=Delivery(**{k: int(v) for k, v in delivery.items() if k in Delivery.__dataclass_fields__}),
         raw=raw,
         path=path,

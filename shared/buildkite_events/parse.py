@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +23,7 @@ from .message import encode_data
 from .timeutil import parse_time
 
 MAX_EVENT_TYPE_LENGTH = 128
+MAX_JSON_DEPTH = 128  # Buildkite bodies nest under 10 deep; the recursive parser must never get near its limit
 
 
 def parse_delivery(delivery: Any) -> BuildkiteEvent:
@@ -89,25 +91,70 @@ def _decode_data(data: Any) -> bytes:
             raise InvalidEvent("Pub/Sub message data is not valid base64") from None
 
 
+def load_json(text: str) -> Any:
+    """``json.loads`` for untrusted text, with explicit limits that hold on every Python version.
+
+    Refused with a ``ValueError`` saying why: nesting deeper than ``MAX_JSON_DEPTH`` (checked
+    before the recursive parser sees it), ``NaN``/``Infinity`` and numbers that overflow a
+    float (``1e999``: strict JSON readers cannot take them back), and integers past Python's
+    digit limit.
+    """
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _too_deep(text):
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:  # unreachable through _too_deep; kept as the last line of defence
+        raise ValueError("nested too deeply") from None
+
+
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _too_deep(text: str) -> bool:
+    """Whether brackets outside strings nest past ``MAX_JSON_DEPTH`` (stops at the first level too many)."""
+    depth = 0
+    for match in _BRACKET.finditer(_STRING.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {literal[:20]} is out of range")
+    return value
+
+
 def _json_object(raw: bytes | bytearray, what: str) -> dict[str, Any]:
     try:
         text = bytes(raw).decode("utf-8")
     except UnicodeDecodeError as err:
         raise InvalidEvent(f"{what} is not valid UTF-8 (byte {err.start})") from None
     try:
-        value = json.loads(text)
+        value = load_json(text)
     except json.JSONDecodeError as err:
         raise InvalidEvent(f"{what} is not JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
-    except (RecursionError, ValueError):  # absurd nesting, or integers past Python's digit limit
-        raise InvalidEvent(f"{what} is JSON too deeply nested or with numbers too large to read") from None
+    except ValueError as err:  # too deep, a non-finite number, an integer past Python's digit limit
+        raise InvalidEvent(f"{what} is JSON we cannot take: {_first_line(err)}") from None
     if not isinstance(value, dict):
         raise InvalidEvent(f"{what} is JSON but not an object (got {type(value).__name__})")
     if _SURROGATE_ESCAPE.search(text):  # valid JSON, invalid UTF-8: nothing downstream could encode it
-        try:
-            value = dict(_valid_text(value))
-        except RecursionError:
-            raise InvalidEvent(f"{what} is JSON too deeply nested to read") from None
+        value = dict(_valid_text(value))
     return value
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).splitlines() or [""])[0][:120]
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -162,7 +209,7 @@ def _event_from_body(
 def _encode(body: dict[str, Any]) -> bytes:
     try:
         return encode_data(body)
-    except (RecursionError, ValueError):  # nesting json.loads allowed but json.dumps cannot redo
+    except (RecursionError, ValueError):  # a dict handed over directly, nested past what json.dumps can do
         raise InvalidEvent("event body is nested too deeply to handle") from None
 
 

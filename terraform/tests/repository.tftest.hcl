@@ -135,7 +135,7 @@ run "each_runtime_account_has_exactly_its_manifest_roles" {
           ] if b.scope == "bigquery_tables"
         ]),
         flatten([
-          for variable in try(yamldecode(file("../functions/${path}")).secrets, []) : [
+          for variable in concat(try(yamldecode(file("../functions/${path}")).secrets, []), try(yamldecode(file("../functions/${path}")).optional_secrets, [])) : [
             for role in concat(["roles/secretmanager.secretAccessor"], [for b in try(yamldecode(file("../functions/${path}")).iam, []) : b.role if b.scope == "own_secrets"]) :
             "${role} on secret ${dirname(path)}-${lower(replace(variable, "_", "-"))}"
           ]

@@ -265,8 +265,9 @@ run "each_runtime_account_has_exactly_its_roles" {
     condition = jsonencode(output.runtime_roles["ingress"]) == jsonencode([
       "roles/pubsub.publisher on topic buildkite-events",
       "roles/secretmanager.secretAccessor on secret ingress-buildkite-webhook-token",
+      "roles/secretmanager.secretAccessor on secret ingress-buildkite-webhook-token-previous",
     ])
-    error_message = "ingress may only publish to the topic and read its own secret, has: ${jsonencode(output.runtime_roles["ingress"])}"
+    error_message = "ingress may only publish to the topic and read its own secrets, has: ${jsonencode(output.runtime_roles["ingress"])}"
   }
   assert {
     condition = jsonencode(output.runtime_roles["chat-notify"]) == jsonencode([
@@ -377,8 +378,14 @@ run "functions_follow_their_manifests" {
     error_message = "Manifest secrets must become Secret Manager env vars <function>-<variable>, latest version."
   }
   assert {
-    condition     = keys(google_secret_manager_secret.secret) == ["chat-notify/CHAT_TOKEN", "chat-notify/SIGNING_SECRET", "ingress/BUILDKITE_WEBHOOK_TOKEN"]
-    error_message = "Each manifest secret needs its own Secret Manager secret."
+    condition     = keys(google_secret_manager_secret.secret) == ["chat-notify/CHAT_TOKEN", "chat-notify/SIGNING_SECRET", "ingress/BUILDKITE_WEBHOOK_TOKEN", "ingress/BUILDKITE_WEBHOOK_TOKEN_PREVIOUS"]
+    error_message = "Each manifest secret, optional ones included, needs its own Secret Manager secret."
+  }
+  assert {
+    condition = jsonencode(google_cloudfunctions2_function.function["ingress"].service_config[0].secret_environment_variables) == jsonencode([
+      { key = "BUILDKITE_WEBHOOK_TOKEN", project_id = "123456789012", secret = "ingress-buildkite-webhook-token", version = "latest" },
+    ])
+    error_message = "An optional secret must not be passed to its function unless optional_secrets names it: without a version it would stop the function from starting."
   }
   assert {
     condition     = google_secret_manager_secret.secret["ingress/BUILDKITE_WEBHOOK_TOKEN"].secret_id == "ingress-buildkite-webhook-token"
@@ -590,4 +597,30 @@ run "a_dead_letter_backlog_raises_an_alert" {
     )
     error_message = "The alert must open when a dead-letter queue has held any message for 5 minutes, and notify the given channels."
   }
+}
+
+run "an_optional_secret_is_passed_once_named" {
+  command = apply
+
+  variables {
+    optional_secrets = ["ingress/BUILDKITE_WEBHOOK_TOKEN_PREVIOUS"]
+  }
+
+  assert {
+    condition = jsonencode(google_cloudfunctions2_function.function["ingress"].service_config[0].secret_environment_variables) == jsonencode([
+      { key = "BUILDKITE_WEBHOOK_TOKEN", project_id = "123456789012", secret = "ingress-buildkite-webhook-token", version = "latest" },
+      { key = "BUILDKITE_WEBHOOK_TOKEN_PREVIOUS", project_id = "123456789012", secret = "ingress-buildkite-webhook-token-previous", version = "latest" },
+    ])
+    error_message = "A named optional secret must become a Secret Manager env var like the required ones."
+  }
+}
+
+run "only_declared_optional_secrets_may_be_named" {
+  command = plan
+
+  variables {
+    optional_secrets = ["ingress/BUILDKITE_WEBHOOK_TOKEN_NEXT"]
+  }
+
+  expect_failures = [var.optional_secrets]
 }

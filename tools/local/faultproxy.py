@@ -4,11 +4,13 @@ Put it between a function and whatever it calls (fake-gcs-server, bqemulator, th
 third-party stand-in) to make that dependency misbehave the way real ones do, for the next
 N requests whose path matches a pattern:
 
-- ``status``: answer ``status`` (with ``Retry-After`` when given) without forwarding;
+- ``status``: answer ``status`` (with ``Retry-After`` when given, and ``body`` when given:
+  a 200 that is not the service's answer) without forwarding;
 - ``timeout``: hold the request ``delay`` seconds, then close the connection unanswered
   (the client's own timeout fires first when it is shorter); nothing is forwarded;
 - ``drop``: close the connection at once, unanswered; nothing is forwarded;
-- ``slow``: wait ``delay`` seconds, then forward (the request does reach the upstream).
+- ``slow``: wait ``delay`` seconds, then forward (the request does reach the upstream);
+- ``lost``: forward, then close the connection unanswered (done upstream, the answer lost).
 
     with FaultProxy("http://127.0.0.1:4443") as proxy:
         proxy.fail(r"/upload/", "status", times=2, status=503)
@@ -28,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-KINDS = ("status", "timeout", "drop", "slow")
+KINDS = ("status", "timeout", "drop", "slow", "lost")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 
@@ -41,6 +43,7 @@ class ProxyFault:
     retry_after: float | None = None
     delay: float = 0.0
     method: str | None = None
+    body: bytes | None = None
 
 
 @dataclass
@@ -84,14 +87,14 @@ class FaultProxy:
         retry_after: float | None = None,
         delay: float = 0.0,
         method: str | None = None,
+        body: bytes | None = None,
     ) -> None:
         """The next ``times`` requests matching ``pattern`` (and ``method``) get this fault."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}")
         with self.lock:
-            self.faults.append(
-                ProxyFault(re.compile(pattern), kind, times, status, retry_after, delay, method and method.upper())
-            )
+            method = method and method.upper()
+            self.faults.append(ProxyFault(re.compile(pattern), kind, times, status, retry_after, delay, method, body))
 
     def clear(self) -> None:
         with self.lock:
@@ -195,7 +198,9 @@ class FaultProxy:
                     self._hang_up()
                     return
                 if fault and fault.kind == "status":
-                    payload = b'{"error": {"code": %d, "message": "injected fault"}}' % fault.status
+                    payload = fault.body
+                    if payload is None:
+                        payload = b'{"error": {"code": %d, "message": "injected fault"}}' % fault.status
                     self.send_response(fault.status)
                     self.send_header("Content-Type", "application/json")
                     if fault.retry_after is not None:
@@ -213,6 +218,9 @@ class FaultProxy:
                     return
                 with proxy.lock:
                     seen.status = status
+                if fault and fault.kind == "lost":
+                    self._hang_up()
+                    return
                 self.send_response(status)
                 for name, value in headers:
                     if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":

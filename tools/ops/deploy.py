@@ -157,8 +157,9 @@ def deploy_command(name: str, values: dict[str, str], public: str = PUBLIC_INGRE
     if env:
         command.append("--set-env-vars=^|^" + "|".join(f"{k}={v}" for k, v in sorted(env.items())))
     if m.secrets:
+        # --update, not --set: an optional secret Terraform passes (a rotation's previous token) stays.
         pairs = ",".join(f"{var}={secret_id(name, var)}:latest" for var in m.secrets)
-        command.append(f"--set-secrets={pairs}")
+        command.append(f"--update-secrets={pairs}")
     return command
 
 

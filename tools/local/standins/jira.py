@@ -2,8 +2,15 @@
 
 Issues (``GET /rest/api/2/issue/{key}``; 404 with Jira's "does not exist" message for
 unknown keys), comments (list with ``startAt``/``maxResults``/``total`` paging, newest or
-oldest first, page size capped like Jira does; add), transitions (list those available
-from the issue's status; do one, 204), projects (``/rest/api/2/project``) and serverInfo.
+oldest first, page size capped like Jira does; add, with comment properties; by ids with
+``expand=properties``, as Jira Cloud's ``POST /comment/list``), one comment property
+(``GET /comment/{id}/properties/{key}``), transitions (list those available from the
+issue's status; do one, 204), projects (``/rest/api/2/project``) and serverInfo.
+
+Like Jira Cloud, it does not hand back the wiki markup it was sent: Cloud keeps comments
+in its own document format and renders that back on read. Here: escapes that change
+nothing are dropped, spaces collapsed, colours written in lower case, line ends trimmed. A
+text marker may therefore not come back byte for byte; comment properties do.
 Credentials are checked: basic auth (email + API token, as Jira Cloud) or a bearer
 personal access token (as Data Center); anything else answers 401.
 
@@ -120,8 +127,18 @@ def issue(server: StandIn, key: str) -> Issue:
 
 
 def new_comments(server: StandIn, key: str) -> list[str]:
-    """Bodies of the comments added through the API (not the seeded ones)."""
+    """Bodies of the comments added through the API (not the seeded ones), as Jira renders them back."""
     return [c["body"] for c in state(server).issues[key].comments if not c.get("seeded")]
+
+
+def comment_properties(server: StandIn, key: str) -> list[dict[str, Any]]:
+    """The properties of each comment added through the API."""
+    return [dict(c["properties"]) for c in state(server).issues[key].comments if not c.get("seeded")]
+
+
+def edit_comment(server: StandIn, key: str, body: str, index: int = -1) -> None:
+    """Someone edits a comment in Jira: its text changes, its properties stay."""
+    state(server).issues[key].comments[index]["body"] = _rendered(body)
 
 
 # -- routes ---------------------------------------------------------------------------------
@@ -135,6 +152,8 @@ def register(server: StandIn) -> None:
     _route(server, "GET", rf"/issue/{key}", _get_issue)
     _route(server, "GET", rf"/issue/{key}/comment", _list_comments)
     _route(server, "POST", rf"/issue/{key}/comment", _post_comment)
+    _route(server, "POST", r"/comment/list", _comments_by_id)
+    _route(server, "GET", r"/comment/(?P<id>\d+)/properties/(?P<prop>[^/]+)", _get_property)
     _route(server, "GET", rf"/issue/{key}/transitions", _list_transitions)
     _route(server, "POST", rf"/issue/{key}/transitions", _do_transition)
 
@@ -146,7 +165,7 @@ def _route(server: StandIn, method: str, path: str, handler: Any, *, auth: bool 
         jira = state(server)
         user = _user(request, jira)
         if auth and user is None:
-            return Reply(401, {"errorMessages": ["You are not authenticated. Authentication required."], "errors": {}})
+            return _error(401, "You are not authenticated. Authentication required.")
         match = pattern.fullmatch(request.path)
         assert match is not None
         reply: Reply = handler(server, request, match.groupdict(), user or "anonymous")
@@ -175,10 +194,12 @@ def _self(request: Recorded, path: str) -> str:
     return f"http://{host}{PREFIX}/{path}"
 
 
+def _error(status: int, message: str = "", **errors: str) -> Reply:
+    return Reply(status, {"errorMessages": [message] if message else [], "errors": errors})
+
+
 def _not_found(key: str) -> Reply:
-    return Reply(
-        404, {"errorMessages": ["Issue does not exist or you do not have permission to see it."], "errors": {}}
-    )
+    return _error(404, "Issue does not exist or you do not have permission to see it.")
 
 
 def _find(server: StandIn, params: dict[str, str]) -> Issue | None:
@@ -204,28 +225,17 @@ def _projects(server: StandIn, request: Recorded, params: dict[str, str], user: 
 
 
 def _issue_json(request: Recorded, issue: Issue) -> dict[str, Any]:
-    return {
-        "expand": "renderedFields,names,schema,transitions,changelog",
-        "id": issue.id,
-        "self": _self(request, f"issue/{issue.id}"),
-        "key": issue.key,
-        "fields": {
-            "summary": issue.summary,
-            "status": _status_json(request, issue.status),
-            "project": {"key": issue.project, "id": "10000", "name": issue.project},
-            "issuetype": {"name": "Task", "id": "10002", "subtask": False},
-        },
-    }
+    fields = {"summary": issue.summary, "status": _status_json(request, issue.status),
+              "project": {"key": issue.project, "id": "10000", "name": issue.project},
+              "issuetype": {"name": "Task", "id": "10002", "subtask": False}}  # fmt: skip
+    return {"expand": "renderedFields,names,schema,transitions,changelog", "id": issue.id,
+            "self": _self(request, f"issue/{issue.id}"), "key": issue.key, "fields": fields}  # fmt: skip
 
 
 def _status_json(request: Recorded, name: str) -> dict[str, Any]:
     status_id = _STATUS_IDS.get(name, "1")
-    return {
-        "self": _self(request, f"status/{status_id}"),
-        "name": name,
-        "id": status_id,
-        "statusCategory": {"key": _CATEGORY.get(name, "indeterminate"), "name": name},
-    }
+    return {"self": _self(request, f"status/{status_id}"), "name": name, "id": status_id,
+            "statusCategory": {"key": _CATEGORY.get(name, "indeterminate"), "name": name}}  # fmt: skip
 
 
 def _get_issue(server: StandIn, request: Recorded, params: dict[str, str], user: str) -> Reply:
@@ -234,32 +244,19 @@ def _get_issue(server: StandIn, request: Recorded, params: dict[str, str], user:
 
 
 def _comment_json(comment: dict[str, Any]) -> dict[str, Any]:
-    author = {
-        "displayName": comment["author"],
-        "active": True,
-        "accountId": f"acc-{abs(hash(comment['author'])) % 10**6}",
-    }
-    return {k: v for k, v in comment.items() if k not in ("seeded", "author")} | {
-        "author": author,
-        "updateAuthor": author,
-    }
+    name = comment["author"]
+    author = {"displayName": name, "active": True, "accountId": f"acc-{abs(hash(name)) % 10**6}"}
+    hidden = ("seeded", "author", "properties")  # properties only when asked for (comment/list?expand=properties)
+    return {k: v for k, v in comment.items() if k not in hidden} | {"author": author, "updateAuthor": author}
 
 
-def _new_comment(
-    jira: JiraState, issue: Issue, body: str, author: str, when: datetime, *, seeded: bool = True
-) -> dict[str, Any]:
+def _new_comment(jira: JiraState, issue: Issue, body: str, author: str, when: datetime, *, seeded: bool = True,
+                 properties: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     jira.next_id += 1
     stamp = when.strftime("%Y-%m-%dT%H:%M:%S.000+0000")
-    comment = {
-        "self": f"{PREFIX}/issue/{issue.id}/comment/{jira.next_id}",
-        "id": str(jira.next_id),
-        "body": body,
-        "author": author,
-        "created": stamp,
-        "updated": stamp,
-        "jsdPublic": True,
-        "seeded": seeded,
-    }
+    comment = {"self": f"{PREFIX}/issue/{issue.id}/comment/{jira.next_id}", "id": str(jira.next_id),
+               "body": _rendered(body), "properties": dict(properties or {}), "author": author,
+               "created": stamp, "updated": stamp, "jsdPublic": True, "seeded": seeded}  # fmt: skip
     issue.comments.append(comment)
     return comment
 
@@ -293,16 +290,66 @@ def _post_comment(server: StandIn, request: Recorded, params: dict[str, str], us
     if found is None:
         return _not_found(params["key"])
     if found.key in jira.forbidden:
-        return Reply(403, {"errorMessages": ["You do not have the permission to comment on this issue."], "errors": {}})
+        return _error(403, "You do not have the permission to comment on this issue.")
     data = request.json
     text = data.get("body") if isinstance(data, dict) else None
     if not isinstance(text, str) or not text.strip():
-        return Reply(400, {"errorMessages": [], "errors": {"comment": "Comment body can not be empty!"}})
+        return _error(400, comment="Comment body can not be empty!")
     if len(text) > 32767:
-        return Reply(400, {"errorMessages": [], "errors": {"comment": "The entered text is too long."}})
+        return _error(400, comment="The entered text is too long.")
+    properties = data.get("properties") or []
+    if not isinstance(properties, list) or not all(
+        isinstance(p, dict) and _PROPERTY_KEY.match(str(p.get("key"))) for p in properties
+    ):
+        return _error(400, "The property key is invalid.")
+    values = {str(p["key"]): p.get("value") for p in properties}
     with jira.lock:
-        comment = _new_comment(jira, found, text, user, datetime.now(UTC), seeded=False)
+        comment = _new_comment(jira, found, text, user, datetime.now(UTC), seeded=False, properties=values)
     return Reply(201, _comment_json(comment))
+
+
+# Jira Cloud renders its stored document back as canonical wiki markup, not as it was sent.
+_NEEDLESS_ESCAPE = re.compile(r"\\([^\w\s\\\[\]{}|!*_^~+?#-])|(?<=\w)\\([-_])")
+_COLOUR = re.compile(r"\{color:(#[0-9A-Fa-f]{6})\}")
+_PROPERTY_KEY = re.compile(r"^[^/]{1,255}$")
+
+
+def _rendered(body: str) -> str:
+    lines = []
+    for line in body.splitlines():
+        line = _NEEDLESS_ESCAPE.sub(lambda m: m.group(1) or m.group(2), line)
+        line = _COLOUR.sub(lambda m: "{color:" + m.group(1).lower() + "}", line)
+        lines.append(re.sub(r"[ \t]+", " ", line).rstrip())
+    return "\n".join(lines)
+
+
+def _all_comments(jira: JiraState) -> dict[str, dict[str, Any]]:
+    return {c["id"]: c for i in jira.issues.values() for c in i.comments}
+
+
+def _comments_by_id(server: StandIn, request: Recorded, params: dict[str, str], user: str) -> Reply:
+    data = request.json
+    ids = data.get("ids") if isinstance(data, dict) else None
+    if not isinstance(ids, list) or not ids or len(ids) > 1000:
+        return _error(400, "Specify between 1 and 1000 comment ids.")
+    expand = parse_qs(request.query).get("expand", [""])[0].split(",")
+    known = _all_comments(state(server))
+    found = [known[str(i)] for i in ids if str(i) in known]
+    values = [_comment_json(c) | ({"properties": _properties_json(c)} if "properties" in expand else {}) for c in found]
+    return Reply(200, {"startAt": 0, "maxResults": 1000, "total": len(values), "isLast": True, "values": values})
+
+
+def _properties_json(comment: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"key": key, "value": value} for key, value in comment["properties"].items()]
+
+
+def _get_property(server: StandIn, request: Recorded, params: dict[str, str], user: str) -> Reply:
+    comment, key = _all_comments(state(server)).get(params["id"]), params["prop"]
+    if comment is None:
+        return _error(404, "Can not find a comment for the id.")
+    if key not in comment["properties"]:
+        return _error(404, f"The property with key '{key}' does not exist.")
+    return Reply(200, {"key": key, "value": comment["properties"][key]})
 
 
 def _available(jira: JiraState, issue: Issue) -> list[tuple[str, str, str]]:
@@ -331,7 +378,7 @@ def _do_transition(server: StandIn, request: Recorded, params: dict[str, str], u
     wanted = str(((data or {}).get("transition") or {}).get("id", "")) if isinstance(data, dict) else ""
     match = next((t for t in _available(jira, found) if t[0] == wanted), None)
     if match is None:
-        return Reply(400, {"errorMessages": [f"Transition id '{wanted}' is not valid for this issue."], "errors": {}})
+        return _error(400, f"Transition id '{wanted}' is not valid for this issue.")
     with jira.lock:
         found.transitions.append((found.status, match[2]))
         found.status = match[2]
