@@ -656,3 +656,17 @@ def test_without_the_emulator_it_uses_google_credentials_and_a_refused_one_is_a_
         with pytest.raises(Nack, match="no usable Google credentials"):
             deliver(envelope(payload("build.finished.failed")))
     _reset()
+
+
+@pytest.mark.parametrize("hint", [-1.0, float("nan"), float("inf"), 1e12])
+def test_an_unusable_retry_after_still_retries(fake_bigquery: FakeBigQuery, hint: float, capsys: Any) -> None:
+    """A Retry-After of -1 or nan once reached time.sleep() and ended in "error"; now the handler's backoff applies."""
+    fake_bigquery.standin.fail("/insertAll", Fault(status=503, retry_after=hint, remaining=1))
+    if hint == 1e12:  # a real but long wait: beyond the budget, nack at once for Pub/Sub's backoff
+        with pytest.raises(Nack, match=r"Retry-After 3600s"):
+            deliver(envelope(payload("build.finished.failed")))
+        assert outcomes(capsys) == ["retry"]
+        return
+    deliver(envelope(payload("build.finished.failed")))
+    assert outcomes(capsys) == ["done"]
+    assert len(fake_bigquery.requests()) == 2

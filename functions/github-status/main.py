@@ -16,7 +16,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import functions_framework
 
 from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, TransientError, env, pubsub_handler
+from buildkite_events.http import raise_for, retry_after
 from buildkite_events.idempotency import DEFAULT_COLLECTION
 from buildkite_events.timeutil import format_duration
 
@@ -46,6 +47,12 @@ _OPEN_PROVIDERS = {"", "private", "unknown"}  # generic git: decide by the repos
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _SHA = re.compile(r"^[0-9a-fA-F]{40}$")
 _SCP_LIKE = re.compile(r"^(?:[^@/\s]+@)?(?P<host>[^:/\s]+):(?P<path>[^\s]+)$")  # git@github.com:o/r.git
+_REJECTED = "it rejected the credentials (GITHUB_TOKEN, or the App's id and private key)"
+# A token or App installation that cannot see a private repository gets 404, not 403.
+_SEE_REPO = (
+    "give the token access to it (fine-grained: Commit statuses read and write on that repository; "
+    "classic: the repo:status scope, repo for a private one), or install the GitHub App on it"
+)
 
 
 @dataclass(frozen=True)
@@ -307,11 +314,12 @@ class GitHub:
     def create_status(self, status: Status) -> dict[str, Any]:
         path = f"/repos/{status.repo}/statuses/{status.sha}"
         response = self._authorized("POST", path, status.body)
-        if response.status_code == 404:
-            raise InvalidEvent(f"GitHub has no repository {status.repo} these credentials can see (404)")
-        if response.status_code == 422:
-            raise InvalidEvent(f"GitHub refused the status for {status.where} (422): {_message(response)}")
-        _raise_for(response, f"creating a status on {status.repo}")
+        _raise_for(
+            response,
+            f"creating a status on {status.where}",
+            invalid={422: "an unknown commit, or 1,000 statuses on this context already"},
+            config={404: f"these credentials cannot see {status.repo}: {_SEE_REPO}"},
+        )
         try:
             result = response.json()
         except ValueError:  # created all the same: the body only echoes the status
@@ -362,10 +370,9 @@ def rate_limit_wait(response: Response, now: float | None = None) -> float | Non
     if response.status_code not in (403, 429):
         return None
     headers = response.headers
-    retry_after = headers.get("retry-after")
-    if retry_after:
-        with contextlib.suppress(ValueError):
-            return max(1.0, float(retry_after))
+    wait = retry_after(headers)
+    if wait is not None:
+        return max(1.0, wait)
     if headers.get("x-ratelimit-remaining") == "0" and headers.get("x-ratelimit-reset"):
         with contextlib.suppress(ValueError):
             return max(1.0, float(headers["x-ratelimit-reset"]) - (now or time.time()) + 1.0)
@@ -374,20 +381,27 @@ def rate_limit_wait(response: Response, now: float | None = None) -> float | Non
     return None
 
 
-def _raise_for(response: Response, what: str) -> None:
-    status = response.status_code
-    if 200 <= status < 300:
-        return
+def _raise_for(
+    response: Response,
+    what: str,
+    *,
+    invalid: Mapping[int | range, str] | None = None,
+    config: Mapping[int | range, str] | None = None,
+) -> None:
+    """GitHub's answers as the handler's error kinds: rate limits first, then the shared mapping."""
     wait = rate_limit_wait(response)
     if wait is not None:
         raise TransientError(f"GitHub rate limit while {what}; retry in {wait:.0f}s", retry_after=wait)
-    if status == 401:
-        raise ConfigError(f"GitHub rejected the credentials while {what} (401): {_message(response)}")
-    if status == 403:
-        raise ConfigError(f"GitHub denied {what} (403): {_message(response)}; check the token's permissions")
-    if status >= 500 or status in (408, 409):
-        raise TransientError(f"GitHub answered {status} while {what}")
-    raise ConfigError(f"GitHub answered {status} while {what}: {_message(response)}")
+    message = _message(response)
+    raise_for(
+        response.status_code,
+        f"GitHub ({what})",
+        headers=response.headers,
+        detail=f"({message})" if message else "",
+        transient={409},
+        invalid=invalid,
+        config={401: _REJECTED, 403: "check the token's permissions", **(config or {})},
+    )
 
 
 class AppAuth:
@@ -425,9 +439,11 @@ class AppAuth:
     def _installation_token(self) -> tuple[str, float]:
         path = f"/app/installations/{self.config.installation_id.strip()}/access_tokens"
         response = self.github.request("POST", path, None, authorization=f"Bearer {self.jwt()}")
-        if response.status_code == 404:
-            raise ConfigError(f"GitHub App installation {self.config.installation_id} not found for this app (404)")
-        _raise_for(response, "getting an installation token")
+        _raise_for(
+            response,
+            "getting an installation token",
+            config={404: f"installation {self.config.installation_id} not found for this app"},
+        )
         data = response.json()
         token, expires = data.get("token"), _parse_expiry(data.get("expires_at"))
         if not isinstance(token, str) or not token:

@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from buildkite_events import Nack, parse_delivery
-from tests.support import cloud_event, envelope, load_function, mcncl, outcomes, payload
+from tests.support import cloud_event, envelope, load_function, log_lines, mcncl, outcomes, payload
 from tools.local.standin import Fault, StandIn
 from tools.local.standins import github as gh_standin
 
@@ -438,10 +438,40 @@ def test_secondary_rate_limit_honours_retry_after(github: StandIn, status: int, 
     assert len(posts(github)) == 3
 
 
-def test_an_unknown_repository_is_acked_with_a_warning(github: StandIn, capsys: Any) -> None:
-    deliver(_with_repository("github", "git@github.com:my-great-org/gone.git", "my-great-org/gone"))
-    lines = capsys.readouterr().out
-    assert '"outcome": "invalid"' in lines and "404" in lines
+@pytest.mark.parametrize("who", ["token", "app"])
+def test_a_repository_the_credentials_cannot_see_is_a_config_error(
+    github: StandIn, who: str, request: pytest.FixtureRequest, capsys: Any
+) -> None:
+    """GitHub answers 404, not 403, to a token or App installation that cannot see a private repository."""
+    if who == "app":
+        request.getfixturevalue("app")
+    gh_standin.hide_repo(github, REPO)
+    with pytest.raises(Nack, match="these credentials cannot see my-great-org/my-pipeline") as raised:
+        deliver("build.finished.failed")
+    (line,) = [line for line in log_lines(capsys.readouterr().out) if "outcome" in line]
+    assert line["outcome"] == "config_error" and "dead-letter queue" in line["message"]
+    assert "install the GitHub App on it" in line["message"] and "repo:status" in line["message"]
+    assert "404" in raised.value.description
+    assert gh_standin.state(github).created == []
+    gh_standin.state(github).repo(REPO).hidden_from.clear()  # the operator grants access and replays
+    deliver("build.finished.failed")
+    assert len(gh_standin.state(github).created) == 1
+
+
+def test_an_unknown_repository_is_a_config_error_too(github: StandIn, capsys: Any) -> None:
+    with pytest.raises(Nack, match="404"):
+        deliver(_with_repository("github", "git@github.com:my-great-org/gone.git", "my-great-org/gone"))
+    assert outcomes(capsys) == ["config_error"]
+
+
+def test_the_stand_in_hides_a_repository_from_one_token_only(github: StandIn) -> None:
+    gh_standin.allow_token(github, "ghp_other-token")
+    gh_standin.hide_repo(github, REPO, "ghp_other-token")
+    url = f"{github.url}/github/repos/{REPO}/statuses/{SHA_2041}"
+    for token, expected in ((TOKEN, 201), ("ghp_other-token", 404)):
+        answer = requests.post(url, json={"state": "success"}, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert answer.status_code == expected
+    assert answer.json()["message"] == "Not Found"
 
 
 def test_an_unknown_commit_is_acked_with_a_warning(github: StandIn, capsys: Any) -> None:

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import functions_framework
 
 from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, TransientError, env, pubsub_handler
+from buildkite_events.errors import FanoutError
+from buildkite_events.http import raise_for
 from buildkite_events.log import log
 from buildkite_events.timeutil import format_duration
 
@@ -67,15 +69,6 @@ class Config:
             raise ValueError("JIRA_MAX_ISSUES must be at least 1 and JIRA_MAX_RETRIES between 0 and 5")
 
 
-class JiraFailure(Exception):
-    """One Jira call failed; ``kind`` decides what happens to the message."""
-
-    def __init__(self, kind: str, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind  # missing | auth | forbidden | rejected | transient
-        self.retry_after = retry_after
-
-
 @functions_framework.cloud_event
 @pubsub_handler(Config)
 def update_jira_tickets(event: BuildkiteEvent, config: Config) -> str:
@@ -103,30 +96,28 @@ def update_jira_tickets(event: BuildkiteEvent, config: Config) -> str:
 def update_issues(jira: JIRA, keys: list[str], event: BuildkiteEvent, config: Config) -> str:
     """Every key is tried; then one failing key nacks the message (done keys are skipped on retry)."""
     results: list[str] = []
-    failures: list[JiraFailure] = []
+    failures: list[TransientError | ConfigError] = []
     for key in keys:
         try:
             results.append(f"{key} {update_issue(jira, key, event, config)}")
-        except JiraFailure as failure:
-            if failure.kind == "auth":  # the credentials: every other key would fail the same way
-                raise ConfigError(f"Jira rejected the credentials (401) at {key}: {failure}") from None
-            if failure.kind == "missing":
-                log(logging.WARNING, f"skipping {key}: {failure}")
-                results.append(f"{key} not found")
-                continue
-            if failure.kind == "rejected":
-                log(logging.WARNING, f"Jira refused the comment on {key}: {failure}")
-                results.append(f"{key} refused ({failure})")
-                continue
-            failures.append(failure)
-            results.append(f"{key} failed ({failure})")
+        except InvalidEvent as err:  # no such issue, or Jira refused the comment: retrying cannot help
+            log(logging.WARNING, f"skipping {key}: {err}")
+            results.append(f"{key} skipped ({err})")
+        except ConfigError as err:
+            if err.status == 401:  # the credentials: every other key would fail the same way
+                raise ConfigError(f"Jira rejected the credentials at {key}: {err}") from None
+            failures.append(err)
+            results.append(f"{key} failed ({err})")
+        except TransientError as err:
+            failures.append(err)
+            results.append(f"{key} failed ({err})")
     summary = "; ".join(results)
-    transient = [f for f in failures if f.kind == "transient"]
-    if transient:
-        waits = [f.retry_after for f in transient if f.retry_after]
-        raise TransientError(summary, retry_after=max(waits) if waits else None)
+    waits = [f.retry_after for f in failures if isinstance(f, TransientError)]
+    if waits:
+        hints = [wait for wait in waits if wait is not None]
+        raise TransientError(summary, retry_after=max(hints) if hints else None)
     if failures:
-        raise ConfigError(f"Jira denied access (403): {summary}")
+        raise ConfigError(f"Jira denied access: {summary}")
     return summary
 
 
@@ -157,10 +148,8 @@ def move(jira: JIRA, issue: Any, key: str, wanted: str) -> str | None:
         if wanted.lower() in (str(transition.get("name", "")).lower(), str(target).lower()):
             try:
                 _call(jira.transition_issue, key, str(transition["id"]))
-            except JiraFailure as failure:
-                if failure.kind != "rejected":
-                    raise
-                log(logging.WARNING, f"Jira refused the transition {transition.get('name')!r} on {key}: {failure}")
+            except InvalidEvent as err:
+                log(logging.WARNING, f"Jira refused the transition {transition.get('name')!r} on {key}: {err}")
                 return None
             return str(target or transition.get("name"))
     names = ", ".join(repr(t.get("name")) for t in transitions) or "none"
@@ -234,12 +223,10 @@ def known_projects(jira: JIRA, config: Config) -> frozenset[str]:
             return cached[1]
         try:
             listed = _call(jira.projects)
-        except JiraFailure as failure:
-            if failure.kind == "transient":
-                raise TransientError(
-                    f"could not list Jira projects: {failure}", retry_after=failure.retry_after
-                ) from None
-            raise ConfigError(f"could not list Jira projects ({failure.kind}): {failure}") from None
+        except TransientError as err:
+            raise TransientError(f"could not list Jira projects: {err}", retry_after=err.retry_after) from None
+        except FanoutError as err:  # no project list where JIRA_SERVER points, or no access to it
+            raise ConfigError(f"could not list Jira projects: {err}", status=err.status) from None
         keys = frozenset(str(p.key).upper() for p in listed if getattr(p, "key", None))
         _projects[cache_key] = (time.monotonic(), keys)
         log(logging.INFO, f"Jira projects visible to these credentials: {len(keys)}")
@@ -289,35 +276,29 @@ def comment_body(event: BuildkiteEvent, marker: str, moved: str | None = None) -
 
 
 def _call(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one jira-library call; map its failures onto ``JiraFailure`` kinds."""
+    """Run one jira-library call; its failures become the handler's error kinds."""
     import requests
     from jira.exceptions import JIRAError
 
     try:
         return call(*args, **kwargs)
     except JIRAError as err:
-        status = err.status_code
-        text = (err.text or "")[:300]
-        if status == 404:
-            raise JiraFailure("missing", text or "not found (404)") from None
-        if status == 401:
-            raise JiraFailure("auth", text or "unauthorized") from None
-        if status == 403:
-            raise JiraFailure("forbidden", text or "forbidden") from None
-        if status is None or status in (408, 409, 429) or status >= 500:
-            raise JiraFailure("transient", f"Jira answered {status or 'nothing'}", _retry_after(err)) from None
-        raise JiraFailure("rejected", f"{status}: {text}") from None
+        status, text = err.status_code, (err.text or "")[:300]
+        if status is None:
+            raise TransientError(f"Jira did not answer: {text}") from None
+        response = getattr(err, "response", None)
+        raise_for(
+            status,
+            "Jira",
+            headers=response.headers if response is not None else None,
+            detail=f"({text})" if text else "",
+            transient={409},
+            config={401: "check JIRA_USER and JIRA_TOKEN", 403: "these credentials may not do this"},
+            invalid={404: "no such issue, or not one these credentials can see", range(400, 500): "refused"},
+        )
+        raise  # pragma: no cover - raise_for raised for every status JIRAError carries
     except requests.RequestException as err:
-        raise JiraFailure("transient", f"could not reach Jira: {type(err).__name__}") from None
-
-
-def _retry_after(err: Any) -> float | None:
-    response = getattr(err, "response", None)
-    value = response.headers.get("Retry-After") if response is not None else None
-    try:
-        return max(1.0, float(value)) if value else None
-    except ValueError:
-        return None
+        raise TransientError(f"could not reach Jira: {type(err).__name__}") from None
 
 
 @cache

@@ -380,7 +380,7 @@ def test_a_refused_comment_is_acked_with_a_warning(jira: StandIn, capsys: Any) -
     jira.fail(r"/issue/PROJ-123/comment$", Fault(status=400, remaining=1, body={"errors": {"comment": "too long"}}))
     deliver(build())
     out = capsys.readouterr().out
-    assert "Jira refused the comment on PROJ-123" in out and '"outcome": "done"' in out
+    assert "skipping PROJ-123: Jira answered 400" in out and '"outcome": "done"' in out
 
 
 # -- events that are not for us -----------------------------------------------------------------

@@ -15,13 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from http.client import HTTPException
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import functions_framework
 
 from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, TransientError, env, pubsub_handler
+from buildkite_events.http import raise_for, retry_after
 from buildkite_events.text import check_url as _check_url
-from buildkite_events.text import clean, clusters, notified_build, retry_after, units
+from buildkite_events.text import clean, clusters, notified_build, units
 from buildkite_events.text import notify_states as _notify_states
 from buildkite_events.text import safe_url as _safe_url
 from buildkite_events.timeutil import format_duration
@@ -197,7 +198,7 @@ def post_message(config: Config, message: dict[str, Any]) -> dict[str, Any]:
     try:
         response = client.chat_postMessage(**message)
     except SlackApiError as err:
-        raise _translate(err, message["channel"], config.api_url) from None
+        _raise(err, message["channel"], config.api_url)
     except (OSError, HTTPException) as err:  # URLError, timeouts, resets: urllib under slack-sdk
         reason = getattr(err, "reason", None) or err
         raise TransientError(f"Slack unreachable: {type(err).__name__}: {str(reason)[:200]}") from None
@@ -258,24 +259,30 @@ def _rate_limit_handler(max_wait: float) -> RetryHandler:
     return BoundedRateLimitHandler(max_retry_count=RATE_LIMIT_RETRIES)
 
 
-def _translate(err: SlackApiError, channel: str, api_url: str) -> Exception:
+def _raise(err: SlackApiError, channel: str, api_url: str) -> NoReturn:
+    """Slack's refusal as the handler's error kinds: its error codes first, then the HTTP status."""
     response = err.response
     status = int(response.status_code)
     data = response.data if isinstance(response.data, dict) else {}
     code = str(data.get("error") or f"HTTP {status}")[:100]
-    if status == 429 or code == "ratelimited":
-        wait = retry_after(response.headers) or 1.0
-        return TransientError(f"Slack rate-limited chat.postMessage (Retry-After {wait:g}s)", retry_after=wait)
-    if status >= 500 or code in _SLACK_TRANSIENT:
-        return TransientError(f"Slack answered HTTP {status} ({code})")
     if code in _FIXES:
         fix = _FIXES[code].format(channel=channel)
         needed = f" (needed: {data['needed']})" if code == "missing_scope" and data.get("needed") else ""
-        return ConfigError(f"Slack refused to post to {channel}: {code}: {fix}{needed}")
-    if status in (401, 403, 404, 405, 410):
-        return ConfigError(f"the Slack API at SLACK_API_URL={api_url} answered HTTP {status} ({code}): check the URL")
+        raise ConfigError(f"Slack refused to post to {channel}: {code}: {fix}{needed}")
+    transient = code in _SLACK_TRANSIENT
+    if transient and status < 300:  # Slack may also say so with 200 and "ok": false
+        raise TransientError(f"Slack chat.postMessage failed ({code})")
+    if transient or status != 400:  # a 400 (or 200) with another code refuses the message itself
+        raise_for(
+            status,
+            "Slack chat.postMessage",
+            headers=response.headers,
+            detail=f"({code})",
+            transient={status} if transient else (),
+            fix=f"is SLACK_API_URL={api_url} Slack's Web API?",
+        )
     details = "; ".join(str(item) for item in data.get("errors") or [])[:500]
-    return SlackRejected(f"Slack rejected the message: {code}" + (f" ({details})" if details else ""))
+    raise SlackRejected(f"Slack rejected the message: {code}" + (f" ({details})" if details else ""))
 
 
 # --- the message ---------------------------------------------------------------------------

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import functions_framework
 
-from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, TransientError, env, pubsub_handler
+from buildkite_events import BuildkiteEvent, InvalidEvent, TransientError, env, pubsub_handler
+from buildkite_events.http import raise_for
 from buildkite_events.text import check_url as _check_url
-from buildkite_events.text import clean, clusters, notified_build, retry_after, units
+from buildkite_events.text import clean, clusters, notified_build, units
 from buildkite_events.text import notify_states as _notify_states
 from buildkite_events.text import safe_url as _safe_url
 from buildkite_events.timeutil import format_duration
@@ -49,6 +50,10 @@ _LOOK = {
     "not_run": ("⚪", "was not run", "Default"),
 }
 _SECRET = "the teams-notify-teams-webhook-url secret (TEAMS_WEBHOOK_URL)"  # noqa: S105 - a name, not a value
+_SIGNATURE_FIX = (
+    "the URL's signature is wrong or the workflow is turned off; copy the trigger's HTTP POST URL into "
+    f"{_SECRET} and turn the workflow on"
+)
 
 
 # --- configuration -------------------------------------------------------------------------
@@ -126,36 +131,29 @@ def post_card(config: Config, body: bytes) -> str:
     except requests.RequestException as err:  # connection refused or reset, DNS, TLS
         raise TransientError(f"the Teams webhook is unreachable ({type(err).__name__})") from None
     status = response.status_code
-    if 200 <= status < 300:
-        run = response.headers.get("x-ms-workflow-run-id")
-        reason = response.reason or "Accepted"
-        return (
-            f"posted card to Teams ({status} {reason}, run {run[:60]})" if run else f"posted card to Teams ({status})"
-        )
-    code = _error_code(response)
-    if status == 429:
-        wait = retry_after(response.headers) or 1.0
-        raise TransientError(f"the Teams webhook is throttling (429{code}, Retry-After {wait:g}s)", retry_after=wait)
-    if status >= 500 or status == 408:
-        raise TransientError(f"the Teams webhook answered {status}{code}")
-    if 300 <= status < 400:
-        raise ConfigError(f"the Teams webhook answered a redirect ({status}): {_SECRET} must be the trigger's own URL")
-    if status in (401, 403):
-        raise ConfigError(
-            f"the workflow refused the request ({status}{code}): its URL signature is wrong or the workflow is "
-            f"turned off; copy the trigger's HTTP POST URL into {_SECRET} and turn the workflow on"
-        )
-    if status == 404:
-        raise ConfigError(
-            f"no workflow answers at TEAMS_WEBHOOK_URL (404{code}): it was deleted or the URL is wrong; create a "
-            f"'Post to a channel when a webhook request is received' workflow and store its URL in {_SECRET}"
-        )
-    if status == 400:
-        raise ConfigError(
-            f"the workflow rejected the message (400{code}): if its trigger has a request body JSON schema, "
-            "remove it or make it accept an Adaptive Card message"
-        )
-    raise ConfigError(f"the Teams webhook answered {status}{code}: check {_SECRET}")
+    raise_for(
+        status,
+        "the Teams webhook",
+        headers=response.headers,
+        detail=_error_code(response),
+        fix=f"check {_SECRET}",
+        config={
+            range(300, 400): f"a redirect: {_SECRET} must be the trigger's own URL",
+            401: _SIGNATURE_FIX,
+            403: _SIGNATURE_FIX,
+            404: (
+                "no workflow answers at TEAMS_WEBHOOK_URL: it was deleted or the URL is wrong; create a "
+                f"'Post to a channel when a webhook request is received' workflow and store its URL in {_SECRET}"
+            ),
+            400: (
+                "the workflow rejected the message: if its trigger has a request body JSON schema, "
+                "remove it or make it accept an Adaptive Card message"
+            ),
+        },
+    )
+    run = response.headers.get("x-ms-workflow-run-id")
+    reason = response.reason or "Accepted"
+    return f"posted card to Teams ({status} {reason}, run {run[:60]})" if run else f"posted card to Teams ({status})"
 
 
 @cache
@@ -166,14 +164,14 @@ def _session() -> requests.Session:
 
 
 def _error_code(response: requests.Response) -> str:
-    """Power Automate's ``{"error": {"code": ...}}`` as " ErrorCode" (never the message: it may echo the URL)."""
+    """Power Automate's ``{"error": {"code": ...}}`` (never its message: that may echo the URL)."""
     try:
         body = response.json()
     except ValueError:
         return ""
     error = body.get("error") if isinstance(body, dict) else None
     code = error.get("code") if isinstance(error, dict) else None
-    return f" {re.sub(r'[^A-Za-z0-9_.-]', '', str(code))[:80]}" if code else ""
+    return re.sub(r"[^A-Za-z0-9_.-]", "", str(code))[:80] if code else ""
 
 
 # --- the message ---------------------------------------------------------------------------

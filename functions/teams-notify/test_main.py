@@ -398,7 +398,7 @@ def test_a_long_retry_after_nacks_at_once(teams: StandIn, monkeypatch: pytest.Mo
     configure(monkeypatch, RETRY_BUDGET_SECONDS="30")
     teams_api.throttle(teams, count=1, retry_after=600)
     started = time.monotonic()
-    with pytest.raises(Nack, match=r"throttling \(429 WorkflowTriggerIsThrottled, Retry-After 600s\)"):
+    with pytest.raises(Nack, match=r"answered 429 WorkflowTriggerIsThrottled \(Retry-After 600s\)"):
         deliver(payload("build.finished.failed"))
     assert time.monotonic() - started < 5
     assert [line["outcome"] for line in outcome_lines(capsys)] == ["retry"]

@@ -7,11 +7,9 @@ do (UTF-16 code units), and never cut inside a character a person would see as o
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 from urllib.parse import quote, urlsplit
 
 from .errors import InvalidEvent
@@ -107,20 +105,6 @@ def notify_states(values: tuple[str, ...], variable: str) -> frozenset[str]:
     if not states:
         raise ValueError(f"{variable} names no state; use any of {', '.join(FINISHED_STATES)}, or all")
     return frozenset(states)
-
-
-def retry_after(headers: Mapping[str, Any]) -> float | None:
-    """Seconds from a Retry-After header (any case; a str or a one-item list), or None.
-    An HTTP-date form is not worth parsing here: the caller's backoff applies instead."""
-    for name, value in headers.items():
-        if name.lower() == "retry-after":
-            text = value[0] if isinstance(value, list | tuple) and value else value
-            try:
-                seconds = float(str(text).strip())
-            except ValueError:
-                return None
-            return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    return None
 
 
 def notified_build(event: BuildkiteEvent, states: frozenset[str]) -> Build | str:
