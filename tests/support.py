@@ -85,10 +85,13 @@ def cloud_event(push: Mapping[str, Any]) -> Any:
 
 
 def load_function(name: str) -> ModuleType:
-    """Import ``functions/<name>/main.py`` under a unique module name."""
+    """Import ``functions/<name>/main.py`` under a unique module name (its helpers under their own)."""
     module_name = f"fn_{name.replace('-', '_')}"
     if module_name in sys.modules:
         return sys.modules[module_name]
+    folder = str(ROOT / "functions" / name)
+    if folder not in sys.path:
+        sys.path.append(folder)  # as functions-framework does: helper modules beside main.py import
     spec = importlib.util.spec_from_file_location(module_name, ROOT / "functions" / name / "main.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

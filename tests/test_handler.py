@@ -26,10 +26,10 @@ import os
 from dataclasses import dataclass
 
 import functions_framework
-from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, TransientError, env, pubsub_handler
+from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, Skip, TransientError, env, pubsub_handler
 
 CALLS: list[str] = []
-BEHAVIOUR: list[str] = []  # what each successive call does: ok, transient, slow-hint, config, invalid, crash
+BEHAVIOUR: list[str] = []  # what each successive call does: ok, skip, transient, slow-hint, config, invalid, crash
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,8 @@ class Config:
 def handle(event: BuildkiteEvent, config: Config) -> str:
     CALLS.append(event.event_type)
     step = BEHAVIOUR.pop(0) if BEHAVIOUR else os.environ.get("TEST_STEP", "ok")
+    if step == "skip":
+        raise Skip("state passed not notified")
     if step == "transient":
         raise TransientError("stand-in API answered 503")
     if step == "slow-hint":
@@ -116,6 +118,14 @@ def test_handler_raising_invalid_event_is_acked(fn: ModuleType, capsys: Any) -> 
     fn.BEHAVIOUR.append("invalid")
     fn.handle(cloud_event(envelope(payload("ping"))))
     assert [line["outcome"] for line in _lines(capsys)] == ["invalid"]
+
+
+def test_a_handler_with_nothing_to_do_logs_skipped_and_acks(fn: ModuleType, capsys: Any) -> None:
+    fn.BEHAVIOUR.append("skip")
+    fn.handle(cloud_event(envelope(payload("build.finished.passed"))))
+    (line,) = _lines(capsys)
+    assert (line["outcome"], line["severity"]) == ("skipped", "INFO")
+    assert line["message"] == "skipped: state passed not notified"
 
 
 def test_transient_failures_are_retried_in_process(fn: ModuleType, capsys: Any) -> None:
@@ -251,6 +261,15 @@ class TestIdempotency:
         idem.handle(cloud_event(push))
         assert idem.CALLS == ["build.finished"]
         assert [line["outcome"] for line in _lines(capsys)] == ["done", "duplicate"]
+
+    def test_a_skipped_event_leaves_no_claim_behind(self, idem: ModuleType, capsys: Any) -> None:
+        """Nothing happened: a replay (say after the notified states changed) may still act."""
+        idem.BEHAVIOUR.append("skip")
+        push = envelope(payload("build.finished.failed"))
+        idem.handle(cloud_event(push))
+        idem.handle(cloud_event(push))
+        assert idem.CALLS == ["build.finished", "build.finished"]
+        assert [line["outcome"] for line in _lines(capsys)] == ["skipped", "done"]
 
     def test_the_same_event_from_another_message_id_is_still_a_duplicate(self, idem: ModuleType) -> None:
         idem.handle(cloud_event(envelope(payload("build.finished.failed"), message_id="a")))

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import functions_framework
 
-from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, TransientError, env, pubsub_handler
+from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, Skip, TransientError, env, pubsub_handler
 from buildkite_events.http import raise_for, retry_after
 from buildkite_events.idempotency import DEFAULT_COLLECTION
 from buildkite_events.timeutil import format_duration
@@ -131,19 +131,16 @@ class Status:
 @functions_framework.cloud_event
 @pubsub_handler(Config)
 def update_github_status(event: BuildkiteEvent, config: Config) -> str:
-    planned = plan_status(event, config)
-    if isinstance(planned, str):
-        return planned
-    return publish(planned, _github(config), _ledger())
+    return publish(plan_status(event, config), _github(config), _ledger())
 
 
 def publish(status: Status, github: GitHub, ledger: Ledger) -> str:
     """Post ``status`` unless the ledger holds a newer one; then make sure the newest is on top."""
     decision, held, version = ledger.reserve(status)
     if decision == "already":
-        return f"already set {held.state} on {held.where}: {held.description}"
+        raise Skip(f"already set {held.state} on {held.where}: {held.description}")
     if decision == "superseded":
-        return (
+        raise Skip(
             f"kept {held.state} of build #{held.build} on {held.where}: "
             f"{status.state} ({status.description}) would be a step back"
         )
@@ -164,21 +161,21 @@ def publish(status: Status, github: GitHub, ledger: Ledger) -> str:
 # -- from a Buildkite event to a commit status ---------------------------------------------
 
 
-def plan_status(event: BuildkiteEvent, config: Config) -> Status | str:
-    """The status this event asks for, or why it asks for none (an acked no-op)."""
+def plan_status(event: BuildkiteEvent, config: Config) -> Status:
+    """The status this event asks for; ``Skip`` says why it asks for none."""
     build = event.build
     if build is None or build.number is None:
         raise InvalidEvent(f"{event.event_type} carries no build number")
     try:
         repo = repository_of(event, config)
     except NotOnGitHub as why:
-        return f"no status: {why}"
+        raise Skip(f"no status: {why}") from None
     commit = (build.commit or "").strip()
     if not _SHA.match(commit):
-        return f"no status: commit {commit[:50]!r} is not a full 40-character SHA (a UI or API build?)"
+        raise Skip(f"no status: commit {commit[:50]!r} is not a full 40-character SHA (a UI or API build?)")
     mapped = github_state(build.effective_state, config.blocked_state)
     if mapped is None:
-        return f"no status for build state {build.effective_state!r}"
+        raise Skip(f"no status for build state {build.effective_state!r}")
     state, rank = mapped
     occurred = event.occurred_at
     return Status(

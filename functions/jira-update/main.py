@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import functions_framework
 
 from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, TransientError, env, pubsub_handler
-from buildkite_events.errors import FanoutError
+from buildkite_events.errors import FanoutError, Skip
 from buildkite_events.http import raise_for
 from buildkite_events.log import log
 from buildkite_events.timeutil import format_duration
@@ -76,17 +76,17 @@ def update_jira_tickets(event: BuildkiteEvent, config: Config) -> str:
     if build is None or build.number is None:
         raise InvalidEvent(f"{event.event_type} carries no build")
     if build.is_blocked:
-        return f"build #{build.number} is blocked on a block step, not finished: no comment yet"
+        raise Skip(f"build #{build.number} is blocked on a block step, not finished: no comment yet")
     if build.state not in TERMINAL:
-        return f"build #{build.number} is {build.state!r}, not finished: no comment"
+        raise Skip(f"build #{build.number} is {build.state!r}, not finished: no comment")
     candidates = candidate_keys(build.message, build.branch)
     if not candidates:
-        return "no Jira issue keys in the commit message or branch"
+        raise Skip("no Jira issue keys in the commit message or branch")
     jira = _jira(config)
     projects = known_projects(jira, config)
     keys = issue_keys(candidates, projects, trusted=bool(config.projects))
     if not keys:
-        return f"no keys of known Jira projects among {', '.join(candidates[:10])}"
+        raise Skip(f"no keys of known Jira projects among {', '.join(candidates[:10])}")
     if len(keys) > config.max_issues:
         log(logging.WARNING, f"{len(keys)} issue keys; updating the first {config.max_issues} (JIRA_MAX_ISSUES)")
         keys = keys[: config.max_issues]

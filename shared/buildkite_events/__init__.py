@@ -3,7 +3,7 @@
 environment, structured logs, Pub/Sub filters and idempotency."""
 
 from .config import env, load_config
-from .errors import ConfigError, FanoutError, InvalidEvent, TransientError
+from .errors import ConfigError, FanoutError, InvalidEvent, Skip, TransientError
 from .event import Agent, Build, BuildkiteEvent, Job, Person, Pipeline, PullRequest
 from .handler import Nack, pubsub_handler
 from .parse import parse_delivery
@@ -20,6 +20,7 @@ __all__ = [
     "Person",
     "Pipeline",
     "PullRequest",
+    "Skip",
     "TransientError",
     "env",
     "load_config",

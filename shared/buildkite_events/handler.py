@@ -10,6 +10,7 @@ instance, claims the event when the manifest asks for idempotency, runs the hand
 bounded retries, and logs one ``outcome`` line. Returning normally acks (2xx); raising
 ``Nack`` answers 500 so Pub/Sub redelivers and, in the end, dead-letters.
 
+- ``Skip`` (the handler has nothing to do for this event) → "skipped", info, ack.
 - ``InvalidEvent`` (from parsing or the handler) → warning, ack.
 - ``TransientError`` → tenacity retries within the budget, then nack.
 - ``ConfigError`` and anything unexpected → error, nack: the message waits in the dead-letter queue.
@@ -31,7 +32,7 @@ from flask import has_request_context, request  # functions-framework has loaded
 from werkzeug.exceptions import InternalServerError
 
 from .config import load_config, secret_values
-from .errors import ACKED_OUTCOMES, ConfigError, InvalidEvent, TransientError
+from .errors import ACKED_OUTCOMES, ConfigError, InvalidEvent, Skip, TransientError
 from .event import BuildkiteEvent
 from .filters import Filter, parse_filter
 from .log import configure_logging, log, log_context, redact, register_secrets, trace_field
@@ -44,7 +45,13 @@ Handler = Callable[[BuildkiteEvent, C], "str | None"]
 
 MAX_ATTEMPTS = 4
 FIRST_BACKOFF_SECONDS = 0.5
-_LEVELS = {"done": logging.INFO, "duplicate": logging.INFO, "filtered": logging.INFO, "invalid": logging.WARNING}
+_LEVELS = {
+    "done": logging.INFO,
+    "skipped": logging.INFO,
+    "duplicate": logging.INFO,
+    "filtered": logging.INFO,
+    "invalid": logging.WARNING,
+}
 
 
 class Nack(InternalServerError):
@@ -147,6 +154,9 @@ def _handle(instance: _Instance[C], handler: Handler[C], event: BuildkiteEvent) 
             if claim.state == "done":
                 return "duplicate", "already handled this event"
         result = _with_retries(instance, lambda: handler(event, config))  # type: ignore[arg-type]
+    except Skip as err:  # nothing happened: a replay after a config change may act
+        _release(instance, claim)
+        return "skipped", str(err)
     except InvalidEvent as err:
         _release(instance, claim, complete=True)
         return "invalid", str(err)
