@@ -93,6 +93,7 @@ def latest(server: StandIn, sha: str, context: str = "buildkite/my-pipeline") ->
 # -- what each build event becomes -----------------------------------------------------------
 
 SHA_2043, SHA_2045 = "c91e4b2a7d3f5068e1b9a2c4d6f8e0a1b3c5d7e9", "0c4e7a1d9b3f5e2c8a6d4b1f9e7c5a3d1b8f6e20"
+SHA_2047 = "4f2d8b6e1a9c3075d2e8b4f6a1c3e5d7b9f0a2c4"
 SHA_2048, SHA_2049 = "9e1d7c4b2a0f8e6d4c2b0a9f7e5d3c1b9a8f6e4d", "d2b5e8f1a4c7093b6e9d2f5a8c1b4e7d0a3f6c92"
 EXPECTED = {
     "build.scheduled": (SHA_2041, "pending", "Build #2041 is scheduled"),
@@ -103,6 +104,7 @@ EXPECTED = {
     "build.finished.failed": (SHA_2042, "failure", "Build #2042 failed in 5m4s"),
     "build.finished.passed.jira-key": (SHA_2048, "success", "Build #2048 passed in 3m45s"),
     "build.finished.blocked": (SHA_2043, "pending", "Build #2043 is blocked, waiting to be unblocked"),
+    "build.finished.blocked.failed": (SHA_2047, "failure", "Build #2047 failed in 7m36s"),
     "build.skipped": (SHA_2045, "error", "Build #2045 was skipped"),
 }
 

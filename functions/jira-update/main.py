@@ -75,10 +75,11 @@ def update_jira_tickets(event: BuildkiteEvent, config: Config) -> str:
     build = event.build
     if build is None or build.number is None:
         raise InvalidEvent(f"{event.event_type} carries no build")
-    if build.is_blocked:
+    verdict = build.effective_state  # a build its block step set to failed has failed
+    if verdict == "blocked":
         raise Skip(f"build #{build.number} is blocked on a block step, not finished: no comment yet")
-    if build.state not in TERMINAL:
-        raise Skip(f"build #{build.number} is {build.state!r}, not finished: no comment")
+    if verdict not in TERMINAL:
+        raise Skip(f"build #{build.number} is {verdict!r}, not finished: no comment")
     candidates = candidate_keys(build.message, build.branch)
     if not candidates:
         raise Skip("no Jira issue keys in the commit message or branch")
@@ -130,7 +131,7 @@ def update_issue(jira: JIRA, key: str, event: BuildkiteEvent, config: Config) ->
         return "already commented"
     moved = None
     build = event.build
-    if build and build.state == "failed" and config.failure_transition.strip():
+    if build and build.effective_state == "failed" and config.failure_transition.strip():
         moved = move(jira, issue, key, config.failure_transition.strip())
     _call(jira.add_comment, key, comment_body(event, marker, moved))
     return f"commented, moved to {moved}" if moved else "commented"
@@ -239,7 +240,8 @@ def known_projects(jira: JIRA, config: Config) -> frozenset[str]:
 def build_marker(event: BuildkiteEvent) -> str:
     """The visible, searchable line that says "this build's outcome was already reported here"."""
     build = event.build
-    parts = (event.organization, event.pipeline_slug, build.number if build else None, build.state if build else None)
+    verdict = build.effective_state if build else None
+    parts = (event.organization, event.pipeline_slug, build.number if build else None, verdict)
     return MARKER_PREFIX + "/".join(_SAFE.sub("_", str(p)) if p not in (None, "") else "-" for p in parts)
 
 
@@ -253,7 +255,7 @@ def escape(text: str) -> str:
 def comment_body(event: BuildkiteEvent, marker: str, moved: str | None = None) -> str:
     build = event.build
     assert build is not None
-    state = build.state or "finished"
+    state = build.effective_state or "finished"
     pipeline = event.pipeline
     name = escape((pipeline.name if pipeline else None) or event.pipeline_slug or "pipeline")
     title = f"{name} #{build.number}"

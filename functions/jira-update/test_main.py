@@ -156,6 +156,17 @@ def test_a_failed_build_moves_the_issue_then_comments(jira: StandIn) -> None:
     assert posts == ["transitions", "comment"]  # a comment found later means the move happened too
 
 
+def test_a_build_its_block_step_set_to_failed_is_commented_and_moved_as_a_failure(jira: StandIn) -> None:
+    body = payload("build.finished.blocked.failed")  # state "passed", blocked, blocked_state "failed"
+    body["build"]["message"] = "PROJ-124 Release 2.4.1"
+    deliver(body)
+    assert jira_standin.issue(jira, "PROJ-124").transitions == [("To Do", "Needs Review")]
+    (comment,) = jira_standin.new_comments(jira, "PROJ-124")
+    assert comment.startswith("(x) Buildkite build") and "*failed*" in comment
+    assert "Moved to *Needs Review* because the build failed." in comment
+    assert "my-great-org/my-pipeline/2047/failed" in comment
+
+
 @pytest.mark.parametrize("name", ["needs review", "NEEDS REVIEW", "Needs Review"])
 def test_the_transition_name_matches_without_case(jira: StandIn, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     monkeypatch.setenv("JIRA_FAILURE_TRANSITION", name)

@@ -363,23 +363,28 @@ def test_malformed_events_are_acked_without_posting(slack: StandIn, capsys: Any)
 # --- which builds post where ------------------------------------------------------------------
 
 
+FINISHED = ("passed", "blocked", "canceled", "failed", "blocked.failed")
+
+
 def test_by_default_only_failed_builds_post(slack: StandIn, capsys: Any) -> None:
-    for name in ("build.finished.passed", "build.finished.blocked", "build.finished.canceled", "build.finished.failed"):
-        deliver(payload(name))
+    for name in FINISHED:
+        deliver(payload(f"build.finished.{name}"))
     lines = outcome_lines(capsys)
-    assert [line["outcome"] for line in lines] == ["skipped", "skipped", "skipped", "done"]
+    assert [line["outcome"] for line in lines] == ["skipped", "skipped", "skipped", "done", "done"]
     assert [(line["message"], line["severity"]) for line in lines[:3]] == [
         ("skipped: state passed not notified", "INFO"),
         ("skipped: state blocked not notified", "INFO"),
         ("skipped: state canceled not notified", "INFO"),
     ]
-    assert len(sent(slack)) == 1
+    headers = [request["blocks"][0]["text"]["text"] for request in sent(slack)]
+    # stopped on a block step that set the build to failed: a failure, with the failed look
+    assert headers == ["🔴 My Pipeline #2042 failed", "🔴 My Pipeline #2047 failed"]
 
 
 def test_configured_states_post(slack: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
     configure(monkeypatch, SLACK_NOTIFY_STATES=" Blocked , canceled")
-    for name in ("build.finished.passed", "build.finished.blocked", "build.finished.canceled", "build.finished.failed"):
-        deliver(payload(name))
+    for name in FINISHED:
+        deliver(payload(f"build.finished.{name}"))
     headers = [request["blocks"][0]["text"]["text"] for request in sent(slack)]
     assert headers == ["⏸️ My Pipeline #2043 is blocked", "⛔ My Pipeline #2044 was canceled"]
 

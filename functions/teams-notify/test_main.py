@@ -223,13 +223,14 @@ def test_a_failed_build_reads_well(teams: StandIn) -> None:
 
 
 def test_each_state_has_its_own_title(teams: StandIn) -> None:
-    for name in ("build.finished.passed", "build.finished.blocked", "build.finished.canceled"):
-        deliver(payload(name))
+    for name in ("passed", "blocked", "canceled", "blocked.failed"):
+        deliver(payload(f"build.finished.{name}"))
     titles = [(card["body"][0]["text"], card["body"][0]["color"]) for card in teams_api.cards(teams)]
     assert titles == [
         ("✅ My Pipeline #2041 passed", "Good"),
         ("⏸️ My Pipeline #2043 is blocked", "Warning"),
         ("⛔ My Pipeline #2044 was canceled", "Warning"),
+        ("🔴 My Pipeline #2047 failed", "Attention"),  # its block step set the build to failed
     ]
 
 
