@@ -84,6 +84,7 @@ output "deploy_settings" {
     topic            = var.topic_name
     archive_bucket   = local.archive_bucket_name
     bigquery_dataset = var.bigquery_dataset_id
+    state_collection = var.idempotency_collection
     labels           = local.labels
   }
 }

@@ -7,6 +7,7 @@ import json
 import sys
 import textwrap
 import threading
+import time
 import uuid
 from pathlib import Path
 from types import ModuleType
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from buildkite_events import Nack
-from tests.support import cloud_event, envelope, log_lines, payload
+from tests.support import cloud_event, envelope, log_lines, payload, unreachable_endpoint
 
 SECRET = "xoxb-very-secret-token-123"
 
@@ -70,7 +71,7 @@ def _make_function(tmp_path: Path, *, filter: str = "", idempotency: bool = Fals
         trigger: pubsub
         runtime: python312
         filter: {json.dumps(filter)}
-        idempotency: {str(idempotency).lower()}
+        state: {"[idempotency]" if idempotency else "[]"}
         resources: {{memory: 256Mi, timeout_seconds: 60, max_instances: 1}}
         delivery: {{max_delivery_attempts: 5}}
     """
@@ -305,3 +306,28 @@ class TestIdempotency:
         assert len(results) == 8
         idem.handle(cloud_event(push))
         assert idem.CALLS == ["build.finished"]
+
+
+@pytest.mark.parametrize("kind", ["closed-port", "silent-server"])
+def test_with_firestore_unreachable_a_delivery_nacks_and_logs_inside_its_timeout(
+    tmp_path: Path, monkeypatch: Any, capsys: Any, gcp_project: str, kind: str
+) -> None:
+    """The Firestore client alone retries UNAVAILABLE for up to 60 s per call: a claim took ~47 s
+    and a delivery ~87 s, past the 60 s timeout, so Cloud Run killed it before the outcome line."""
+    monkeypatch.setenv("TEST_TOKEN", SECRET)
+    if kind == "closed-port":
+        monkeypatch.delenv("RETRY_BUDGET_SECONDS", raising=False)  # the default: half the timeout, 30 s
+    else:  # each call waits out its timeout here: a shorter budget keeps the test short
+        monkeypatch.setenv("RETRY_BUDGET_SECONDS", "5")
+    fn = _make_function(tmp_path, idempotency=True)
+    timeout = fn.handle.instance.manifest.timeout_seconds
+    with unreachable_endpoint(kind) as host:
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", host)
+        started = time.monotonic()
+        with pytest.raises(Nack, match="Firestore claim failed"):
+            fn.handle(cloud_event(envelope(payload("build.finished.failed"))))
+        elapsed = time.monotonic() - started
+    (line,) = _lines(capsys)
+    assert line["outcome"] == "retry" and "Pub/Sub will redeliver" in line["message"]
+    assert fn.CALLS == []  # no side effect without its claim
+    assert elapsed < timeout  # returned, outcome logged, before the function's timeout

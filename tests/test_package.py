@@ -29,7 +29,7 @@ def test_every_function_packages_with_the_shared_package_vendored(tmp_path: Path
         assert not list(folder.rglob("__pycache__"))
         requirements = (folder / "requirements.txt").read_text()
         assert "functions-framework" in requirements and "tenacity" in requirements
-        assert ("google-cloud-firestore" in requirements) == manifest.idempotency
+        assert ("google-cloud-firestore" in requirements) == manifest.uses_firestore
         with zipfile.ZipFile(folder.parent / f"{name}.zip") as archive:
             assert "main.py" in archive.namelist()
         first = (folder.parent / f"{name}.zip").read_bytes()

@@ -49,7 +49,7 @@ def server() -> Iterator[StandIn]:
 def _fresh_instance() -> None:
     fn.update_github_status.instance.reset()  # config and caches are per instance: be a new one
     fn._github.cache_clear()
-    fn._ledger.cache_clear()
+    fn._records.cache_clear()
 
 
 @pytest.fixture
@@ -326,6 +326,41 @@ def test_a_newer_build_of_the_same_commit_may_replace_a_finished_one(github: Sta
         ("pending", "Build #2050 is scheduled"),
     ]
     assert latest(github, SHA_2041)["description"] == "Build #2050 is scheduled"
+
+
+def _unblocked(started_at: str) -> dict[str, Any]:
+    """Build #2043 running again after someone unblocked it: Buildkite sends build.running anew."""
+    body = payload("build.finished.blocked")
+    body["event"] = "build.running"
+    body["build"].update(state="running", blocked=False, blocked_state="", started_at=started_at, finished_at=None)
+    return body
+
+
+def test_an_unblocked_build_replaces_its_blocked_status(github: StandIn, capsys: Any) -> None:
+    deliver("build.finished.blocked", "1")  # finished 04:07:55, waiting on a block step
+    deliver(_unblocked("2025-06-12T04:12:30.000Z"), "2")  # unblocked: later timestamps
+    late = payload("build.finished.blocked")
+    late["build"].update(state="blocked", blocked=False)  # the blocked finish again, another producer's way
+    deliver(late, "3")  # older than the running now: kept off
+    finished = payload("build.finished.blocked")
+    finished["build"].update(
+        blocked=False, blocked_state="", started_at="2025-06-12T04:12:30.000Z", finished_at="2025-06-12T04:20:00.000Z"
+    )
+    deliver(finished, "4")
+    assert [b["description"] for b in bodies(github)] == [
+        "Build #2043 is blocked, waiting to be unblocked",
+        "Build #2043 is running",
+        "Build #2043 passed in 7m30s",
+    ]
+    assert latest(github, SHA_2043)["state"] == "success"
+    assert outcomes(capsys) == ["done", "done", "skipped", "done"]
+
+
+def test_a_late_running_event_from_before_the_block_does_not_replace_it(github: StandIn, capsys: Any) -> None:
+    deliver("build.finished.blocked", "1")
+    deliver(_unblocked("2025-06-12T04:02:05.118Z"), "2")  # the first build.running, delivered late
+    assert [b["description"] for b in bodies(github)] == ["Build #2043 is blocked, waiting to be unblocked"]
+    assert "would be a step back" in capsys.readouterr().out
 
 
 def test_contexts_are_independent(github: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:

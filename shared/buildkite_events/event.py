@@ -223,6 +223,14 @@ class Build:
         return "blocked" if self.is_blocked else self.state
 
     @property
+    def latest_at(self) -> datetime | None:
+        """The build's latest own timestamp. It only grows as the build moves on (after an
+        unblock the same build sends ``build.running`` again, with later timestamps), so it
+        orders two events of one build whichever arrives first."""
+        stamps = (self.created_at, self.scheduled_at, self.started_at, self.failing_at, self.finished_at)
+        return max((stamp for stamp in stamps if stamp is not None), default=None)
+
+    @property
     def message_title(self) -> str | None:
         """First non-empty line of the commit message."""
         for line in (self.message or "").splitlines():
