@@ -13,23 +13,21 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import functions_framework
+from jira_api import call as _call
+from jira_api import connect
 
 from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, TransientError, env, pubsub_handler
 from buildkite_events.errors import FanoutError, Skip
-from buildkite_events.http import raise_for
 from buildkite_events.log import log
 from buildkite_events.timeutil import format_duration
 
 if TYPE_CHECKING:
     from jira import JIRA
-
-T = TypeVar("T")
 
 # Look like issue keys, never are: character sets, hashes, standards, advisories.
 NOT_PROJECTS = frozenset({"UTF", "UCS", "SHA", "MD", "ISO", "IEC", "RFC", "CVE", "CWE", "GHSA", "AES", "RSA", "TLS"})
@@ -274,51 +272,10 @@ def comment_body(event: BuildkiteEvent, marker: str, moved: str | None = None) -
     return "\n".join(lines)
 
 
-# -- the client and its errors -------------------------------------------------------------------
-
-
-def _call(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one jira-library call; its failures become the handler's error kinds."""
-    import requests
-    from jira.exceptions import JIRAError
-
-    try:
-        return call(*args, **kwargs)
-    except JIRAError as err:
-        status, text = err.status_code, (err.text or "")[:300]
-        if status is None:
-            raise TransientError(f"Jira did not answer: {text}") from None
-        response = getattr(err, "response", None)
-        raise_for(
-            status,
-            "Jira",
-            headers=response.headers if response is not None else None,
-            detail=f"({text})" if text else "",
-            transient={409},
-            config={401: "check JIRA_USER and JIRA_TOKEN", 403: "these credentials may not do this"},
-            invalid={404: "no such issue, or not one these credentials can see", range(400, 500): "refused"},
-        )
-        raise  # pragma: no cover - raise_for raised for every status JIRAError carries
-    except requests.RequestException as err:
-        raise TransientError(f"could not reach Jira: {type(err).__name__}") from None
+# -- the client -----------------------------------------------------------------------------------
 
 
 @cache
 def _jira(config: Config) -> JIRA:
-    """One client per instance. ``get_server_info=False``: constructing it makes no request."""
-    from jira import JIRA
-
-    auth: dict[str, Any] = (
-        {"basic_auth": (config.user, config.token)} if config.user else {"token_auth": config.token}
-    )  # Cloud: email + API token; Data Center: a personal access token (bearer)
-    client = JIRA(
-        server=config.server.rstrip("/"),
-        get_server_info=False,
-        max_retries=config.max_retries,
-        timeout=(min(5.0, config.timeout_seconds), config.timeout_seconds),
-        **auth,
-    )
-    # The library sleeps up to 2x Retry-After (60 s by default) between its retries: keep each
-    # wait short, and leave longer waits to Pub/Sub's backoff.
-    client._session.max_retry_delay = 5
-    return client
+    """One client per instance; building it makes no request."""
+    return connect(config.server, config.user, config.token, config.max_retries, config.timeout_seconds)
