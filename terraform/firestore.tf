@@ -1,8 +1,8 @@
-# Functions with `idempotency: true` claim each event in Firestore before their side effect
-# (buildkite_events.idempotency). Records carry expire_at; the TTL policy deletes them.
+# Functions whose manifest declares `state` keep it in Firestore (buildkite_events.state):
+# claims per event, ordered records. Every document carries expire_at; the TTL policy deletes them.
 
 locals {
-  needs_firestore = anytrue([for fn in values(local.functions) : fn.idempotency])
+  needs_firestore = anytrue([for fn in values(local.functions) : fn.firestore])
 }
 
 resource "google_firestore_database" "default" {

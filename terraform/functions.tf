@@ -89,7 +89,7 @@ resource "google_cloudfunctions2_function" "function" {
     }
     precondition {
       condition     = alltrue([for value in values(each.value.env) : !can(regex("\\$\\{", value))])
-      error_message = "functions/${each.key}/function.yaml: env uses a placeholder Terraform does not know (${join(", ", [for key, value in each.value.env : key if can(regex("\\$\\{", value))])}); the known ones are $${project}, $${region}, $${topic}, $${archive_bucket} and $${bigquery_dataset}."
+      error_message = "functions/${each.key}/function.yaml: env uses a placeholder Terraform does not know (${join(", ", [for key, value in each.value.env : key if can(regex("\\$\\{", value))])}); the known ones are $${project}, $${region}, $${topic}, $${archive_bucket}, $${bigquery_dataset} and $${state_collection}."
     }
     precondition {
       condition     = alltrue([for binding in each.value.iam : contains(["project", "topic", "archive_bucket", "bigquery_dataset", "bigquery_tables", "own_secrets"], binding.scope)])

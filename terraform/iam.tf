@@ -1,13 +1,13 @@
 # Service accounts and the roles they hold. Each function runs as its own account with only
 # the roles its manifest lists, plus two it always needs: access to its own secrets, and
-# Firestore when it claims events for idempotency. Builds run as one build account.
+# Firestore when its manifest declares state. Builds run as one build account.
 
 locals {
   # "<function> <target> <role>" -> binding, for targets other than the function's secrets.
   runtime_bindings = merge([
     for name, fn in local.functions : merge(
       { for b in fn.iam : "${name} ${b.scope} ${b.role}" => { function = name, scope = b.scope, role = b.role } if b.scope != "own_secrets" },
-      { for role in fn.idempotency ? ["roles/datastore.user"] : [] : "${name} firestore ${role}" => { function = name, scope = "firestore", role = role } },
+      { for role in fn.firestore ? ["roles/datastore.user"] : [] : "${name} firestore ${role}" => { function = name, scope = "firestore", role = role } },
     )
   ]...)
 

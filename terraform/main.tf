@@ -37,16 +37,17 @@ locals {
       runtime       = try(tostring(local.manifests[name].runtime), "python312")
       entry_point   = local.manifests[name].entry_point
       filter        = try(trimspace(local.manifests[name].filter), "")
-      idempotency   = try(local.manifests[name].idempotency == true, false)
+      firestore     = length(try(local.manifests[name].state, [])) > 0 # state: [idempotency, records]
 
       env = {
         for key, value in try(local.manifests[name].env, null) == null ? tomap({}) : tomap(local.manifests[name].env) :
-        key => replace(replace(replace(replace(replace(value == null ? "" : tostring(value),
+        key => replace(replace(replace(replace(replace(replace(value == null ? "" : tostring(value),
           "$${project}", var.project_id),
           "$${region}", var.region),
           "$${topic}", var.topic_name),
           "$${archive_bucket}", local.archive_bucket_name),
-        "$${bigquery_dataset}", var.bigquery_dataset_id)
+          "$${bigquery_dataset}", var.bigquery_dataset_id),
+        "$${state_collection}", var.idempotency_collection)
       }
 
       # Environment variable -> Secret Manager secret id (<function>-<variable, lower-case, dashes>).

@@ -115,7 +115,7 @@ variable "create_firestore_database" {
 }
 
 variable "idempotency_collection" {
-  description = "Firestore collection of idempotency records (buildkite_events.idempotency.DEFAULT_COLLECTION); its expire_at field gets a TTL policy."
+  description = "Firestore collection of the functions' state (claims and ordered records, buildkite_events.state.DEFAULT_COLLECTION); manifests get it as $${state_collection}, and its expire_at field gets a TTL policy."
   type        = string
   default     = "buildkite-fanout-idempotency"
 

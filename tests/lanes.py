@@ -32,7 +32,7 @@ from buildkite_events.filters import parse_filter
 from buildkite_events.manifest import Manifest
 from buildkite_events.message import to_message
 from tests.support import PAYLOADS
-from tools import TOPIC
+from tools import LOCAL_STATE_COLLECTION, TOPIC
 from tools.local import emulators
 from tools.local.faultproxy import FaultProxy
 from tools.local.standin import StandIn
@@ -160,6 +160,7 @@ def _values(project: str, lanes_env: Mapping[str, str]) -> dict[str, str]:
         "topic": TOPIC,
         "archive_bucket": lanes_env["archive_bucket"],
         "bigquery_dataset": lanes_env["bigquery_dataset"],
+        "state_collection": LOCAL_STATE_COLLECTION,
         "bigquery_api_url": lanes_env["bigquery_api_url"],
         "standin": lanes_env["standin"],
     }

@@ -7,9 +7,12 @@ this module as ``tests.support``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib.util
 import json
+import socket
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
@@ -85,10 +88,13 @@ def cloud_event(push: Mapping[str, Any]) -> Any:
 
 
 def load_function(name: str) -> ModuleType:
-    """Import ``functions/<name>/main.py`` under a unique module name."""
+    """Import ``functions/<name>/main.py`` under a unique module name (its helpers under their own)."""
     module_name = f"fn_{name.replace('-', '_')}"
     if module_name in sys.modules:
         return sys.modules[module_name]
+    folder = str(ROOT / "functions" / name)
+    if folder not in sys.path:
+        sys.path.append(folder)  # as functions-framework does: helper modules beside main.py import
     spec = importlib.util.spec_from_file_location(module_name, ROOT / "functions" / name / "main.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
@@ -129,3 +135,32 @@ def each_payload() -> Iterator[Any]:
     """pytest params over every fixture payload, with readable ids."""
     for name in payload_names():
         yield pytest.param(name, id=name)
+
+
+@contextlib.contextmanager
+def unreachable_endpoint(kind: str) -> Iterator[str]:
+    """``host:port`` where nothing answers: "closed-port" (connections refused) or
+    "silent-server" (connections accepted, never answered, as by a hung service)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+    stop = threading.Event()
+    if kind == "closed-port":
+        listener.close()
+    else:
+        listener.listen()
+        listener.settimeout(0.2)
+
+        def accept() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(OSError):
+                    held.append(listener.accept()[0])  # keep it open, say nothing
+
+        threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop.set()
+        for connection in [*held, listener]:
+            connection.close()

@@ -292,7 +292,8 @@ def test_blocked_and_effective_state_from_fixtures(name: str) -> None:
     assert build is not None
     expected_blocked = raw["blocked"] is True or raw["state"] == "blocked"
     assert build.is_blocked is expected_blocked
-    assert build.effective_state == ("blocked" if expected_blocked else raw["state"])
+    failed = raw["state"] == "failed" or (expected_blocked and raw["blocked_state"] == "failed")
+    assert build.effective_state == ("failed" if failed else "blocked" if expected_blocked else raw["state"])
     assert build.is_finished is (raw["finished_at"] is not None)
 
 
@@ -303,22 +304,39 @@ def test_blocked_fixture_keeps_its_state_but_reads_blocked() -> None:
     assert build.is_blocked and build.effective_state == "blocked"
 
 
-@pytest.mark.parametrize(
-    ("blocked", "state", "is_blocked", "effective"),
-    [
-        (True, "passed", True, "blocked"),
-        (True, "failed", True, "blocked"),
-        ("true", "passed", True, "blocked"),
-        ("TRUE", "passed", True, "blocked"),
-        (False, "blocked", True, "blocked"),  # notification convention
-        (None, "blocked", True, "blocked"),
-        (False, "passed", False, "passed"),
-        ("false", "passed", False, "passed"),
-        (None, None, False, None),
-    ],
-)
-def test_both_blocked_conventions(blocked: Any, state: str | None, is_blocked: bool, effective: str | None) -> None:
-    event = BuildkiteEvent(event_type="build.finished", data={"build": {"id": "b", "blocked": blocked, "state": state}})
+def test_a_build_its_block_step_set_to_failed_is_a_failure() -> None:
+    build = _event(payload("build.finished.blocked.failed")).build
+    assert build is not None
+    assert build.state == "passed" and build.blocked is True and build.blocked_state == "failed"
+    assert build.is_blocked and build.effective_state == "failed"
+
+
+# (blocked, state, blocked_state, is_blocked, verdict): the one definition of a build's verdict.
+VERDICTS = [
+    (True, "passed", "passed", True, "blocked"),
+    (True, "passed", "running", True, "blocked"),
+    (True, "passed", "failed", True, "failed"),  # the block step set the build to failed
+    (True, "failed", "failed", True, "failed"),
+    (True, "failed", "passed", True, "failed"),
+    (True, "failed", None, True, "failed"),
+    (True, "passed", None, True, "blocked"),
+    ("true", "passed", "", True, "blocked"),
+    ("TRUE", "passed", "failed", True, "failed"),
+    (False, "blocked", None, True, "blocked"),  # notification convention
+    (None, "blocked", "failed", True, "failed"),
+    (False, "passed", "failed", False, "passed"),  # blocked_state only counts while blocked
+    (False, "failed", "", False, "failed"),
+    ("false", "passed", "", False, "passed"),
+    (None, None, None, False, None),
+]
+
+
+@pytest.mark.parametrize(("blocked", "state", "blocked_state", "is_blocked", "effective"), VERDICTS)
+def test_both_blocked_conventions(
+    blocked: Any, state: str | None, blocked_state: str | None, is_blocked: bool, effective: str | None
+) -> None:
+    data = {"build": {"id": "b", "blocked": blocked, "state": state, "blocked_state": blocked_state}}
+    event = BuildkiteEvent(event_type="build.finished", data=data)
     assert event.build is not None
     assert event.build.is_blocked is is_blocked
     assert event.build.effective_state == effective

@@ -7,6 +7,7 @@ import json
 import sys
 import textwrap
 import threading
+import time
 import uuid
 from pathlib import Path
 from types import ModuleType
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from buildkite_events import Nack
-from tests.support import cloud_event, envelope, log_lines, payload
+from tests.support import cloud_event, envelope, log_lines, payload, unreachable_endpoint
 
 SECRET = "xoxb-very-secret-token-123"
 
@@ -26,10 +27,10 @@ import os
 from dataclasses import dataclass
 
 import functions_framework
-from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, TransientError, env, pubsub_handler
+from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, Skip, TransientError, env, pubsub_handler
 
 CALLS: list[str] = []
-BEHAVIOUR: list[str] = []  # what each successive call does: ok, transient, slow-hint, config, invalid, crash
+BEHAVIOUR: list[str] = []  # what each successive call does: ok, skip, transient, slow-hint, config, invalid, crash
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class Config:
 def handle(event: BuildkiteEvent, config: Config) -> str:
     CALLS.append(event.event_type)
     step = BEHAVIOUR.pop(0) if BEHAVIOUR else os.environ.get("TEST_STEP", "ok")
+    if step == "skip":
+        raise Skip("state passed not notified")
     if step == "transient":
         raise TransientError("stand-in API answered 503")
     if step == "slow-hint":
@@ -68,7 +71,7 @@ def _make_function(tmp_path: Path, *, filter: str = "", idempotency: bool = Fals
         trigger: pubsub
         runtime: python312
         filter: {json.dumps(filter)}
-        idempotency: {str(idempotency).lower()}
+        state: {"[idempotency]" if idempotency else "[]"}
         resources: {{memory: 256Mi, timeout_seconds: 60, max_instances: 1}}
         delivery: {{max_delivery_attempts: 5}}
     """
@@ -116,6 +119,14 @@ def test_handler_raising_invalid_event_is_acked(fn: ModuleType, capsys: Any) -> 
     fn.BEHAVIOUR.append("invalid")
     fn.handle(cloud_event(envelope(payload("ping"))))
     assert [line["outcome"] for line in _lines(capsys)] == ["invalid"]
+
+
+def test_a_handler_with_nothing_to_do_logs_skipped_and_acks(fn: ModuleType, capsys: Any) -> None:
+    fn.BEHAVIOUR.append("skip")
+    fn.handle(cloud_event(envelope(payload("build.finished.passed"))))
+    (line,) = _lines(capsys)
+    assert (line["outcome"], line["severity"]) == ("skipped", "INFO")
+    assert line["message"] == "skipped: state passed not notified"
 
 
 def test_transient_failures_are_retried_in_process(fn: ModuleType, capsys: Any) -> None:
@@ -252,6 +263,15 @@ class TestIdempotency:
         assert idem.CALLS == ["build.finished"]
         assert [line["outcome"] for line in _lines(capsys)] == ["done", "duplicate"]
 
+    def test_a_skipped_event_leaves_no_claim_behind(self, idem: ModuleType, capsys: Any) -> None:
+        """Nothing happened: a replay (say after the notified states changed) may still act."""
+        idem.BEHAVIOUR.append("skip")
+        push = envelope(payload("build.finished.failed"))
+        idem.handle(cloud_event(push))
+        idem.handle(cloud_event(push))
+        assert idem.CALLS == ["build.finished", "build.finished"]
+        assert [line["outcome"] for line in _lines(capsys)] == ["skipped", "done"]
+
     def test_the_same_event_from_another_message_id_is_still_a_duplicate(self, idem: ModuleType) -> None:
         idem.handle(cloud_event(envelope(payload("build.finished.failed"), message_id="a")))
         idem.handle(cloud_event(envelope(payload("build.finished.failed"), message_id="b")))
@@ -286,3 +306,28 @@ class TestIdempotency:
         assert len(results) == 8
         idem.handle(cloud_event(push))
         assert idem.CALLS == ["build.finished"]
+
+
+@pytest.mark.parametrize("kind", ["closed-port", "silent-server"])
+def test_with_firestore_unreachable_a_delivery_nacks_and_logs_inside_its_timeout(
+    tmp_path: Path, monkeypatch: Any, capsys: Any, gcp_project: str, kind: str
+) -> None:
+    """The Firestore client alone retries UNAVAILABLE for up to 60 s per call: a claim took ~47 s
+    and a delivery ~87 s, past the 60 s timeout, so Cloud Run killed it before the outcome line."""
+    monkeypatch.setenv("TEST_TOKEN", SECRET)
+    if kind == "closed-port":
+        monkeypatch.delenv("RETRY_BUDGET_SECONDS", raising=False)  # the default: half the timeout, 30 s
+    else:  # each call waits out its timeout here: a shorter budget keeps the test short
+        monkeypatch.setenv("RETRY_BUDGET_SECONDS", "5")
+    fn = _make_function(tmp_path, idempotency=True)
+    timeout = fn.handle.instance.manifest.timeout_seconds
+    with unreachable_endpoint(kind) as host:
+        monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", host)
+        started = time.monotonic()
+        with pytest.raises(Nack, match="Firestore claim failed"):
+            fn.handle(cloud_event(envelope(payload("build.finished.failed"))))
+        elapsed = time.monotonic() - started
+    (line,) = _lines(capsys)
+    assert line["outcome"] == "retry" and "Pub/Sub will redeliver" in line["message"]
+    assert fn.CALLS == []  # no side effect without its claim
+    assert elapsed < timeout  # returned, outcome logged, before the function's timeout

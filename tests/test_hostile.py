@@ -30,6 +30,7 @@ from buildkite_events.message import MAX_ATTRIBUTE_BYTES, to_message, truncate_u
 from buildkite_events.signature import sign
 from tests.lanes import UPSTREAM, accepted_fixtures, drain, pubsub_manifests, storage_client
 from tests.support import ROOT, cloud_event, envelope, load_function, payload
+from tools import LOCAL_STATE_COLLECTION
 from tools.local.standin import StandIn
 from tools.manifests import function_env
 
@@ -390,8 +391,8 @@ def function_under_attack(
     name: str = request.param
     m = pubsub_manifests()[name]
     values = {"project": gcp_project, "region": "local", "topic": "buildkite-events", "bigquery_api_url": ""}
-    values |= {"archive_bucket": "unused", "bigquery_dataset": "unused"}
-    if m.idempotency:
+    values |= {"archive_bucket": "unused", "bigquery_dataset": "unused", "state_collection": LOCAL_STATE_COLLECTION}
+    if m.uses_firestore:
         request.getfixturevalue("firestore")  # an emptied emulator database
     if UPSTREAM.get(name) == "gcs":
         request.getfixturevalue("gcs_server")

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from buildkite_events.errors import TransientError
-from buildkite_events.idempotency import DEFAULT_COLLECTION, Claim, IdempotencyStore
+from buildkite_events.idempotency import Claim, IdempotencyStore
+from buildkite_events.state import DEFAULT_COLLECTION
 
 KEY = "build.finished/acme/pipeline-with/slashes/1234/" + "x" * 2000
 
@@ -17,7 +18,7 @@ KEY = "build.finished/acme/pipeline-with/slashes/1234/" + "x" * 2000
 @pytest.fixture
 def make_store(firestore: Any, gcp_project: str) -> Any:
     def make(scope: str = "slack-notify", **kwargs: Any) -> IdempotencyStore:
-        return IdempotencyStore(scope=scope, project=gcp_project, **kwargs)
+        return IdempotencyStore(scope=scope, **kwargs)  # the project: GOOGLE_CLOUD_PROJECT
 
     return make
 
@@ -168,11 +169,32 @@ def test_rejects_scopes_that_cannot_be_document_ids() -> None:
         IdempotencyStore(scope="")
 
 
-def test_client_is_created_once_and_lazily(make_store: Any) -> None:
-    store: IdempotencyStore = make_store()
-    assert store._client is None
+def test_the_client_is_made_on_first_use_and_shared(make_store: Any) -> None:
+    from buildkite_events import state
+
+    state._clients.clear()
+    store: IdempotencyStore = make_store()  # making a store connects to nothing
+    assert state._clients == {}
     store.claim("k1")
-    client: Any = store.__dict__["_client"]
-    assert client is not None
-    store.claim("k2")
-    assert store.client is client
+    (client,) = state._clients.values()
+    make_store("teams-notify").claim("k2")
+    assert list(state._clients.values()) == [client]  # one client per project and endpoint
+
+
+def test_claims_live_in_the_collection_state_collection_names(
+    make_store: Any, firestore: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STATE_COLLECTION", "fanout-state-elsewhere")
+    claim = make_store().claim(KEY)
+    assert firestore.collection("fanout-state-elsewhere").document(claim.doc_id).get().exists
+    assert doc(firestore, claim) is None  # not in the default collection
+
+
+def test_a_collection_name_firestore_cannot_use_is_a_config_error(
+    make_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from buildkite_events.errors import ConfigError
+
+    monkeypatch.setenv("STATE_COLLECTION", "a/b")
+    with pytest.raises(ConfigError, match="STATE_COLLECTION"):
+        make_store().claim(KEY)

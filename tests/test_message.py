@@ -296,7 +296,7 @@ def test_state_blocked_convention_sets_blocked_attribute() -> None:
             'attributes.event_type = "build.finished" AND attributes.build_state = "failed"',
             {"build.finished.failed"},
         ),
-        ('attributes.blocked = "true"', {"build.finished.blocked"}),
+        ('attributes.blocked = "true"', {"build.finished.blocked", "build.finished.blocked.failed"}),
         ('attributes.job_type = "manual"', {"job.activated"}),
         ('hasPrefix(attributes.event_type, "agent.")', {"agent.connected", "agent.disconnected", "agent.lost"}),
         ('attributes:branch AND NOT attributes.branch = "main"', None),

@@ -31,7 +31,7 @@ def test_every_function_packages_with_the_shared_package_vendored(tmp_path: Path
         assert not list(folder.rglob("__pycache__"))
         requirements = (folder / "requirements.txt").read_text()
         assert "functions-framework" in requirements and "tenacity" in requirements
-        assert ("google-cloud-firestore" in requirements) == manifest.idempotency
+        assert ("google-cloud-firestore" in requirements) == manifest.uses_firestore
         with zipfile.ZipFile(folder.parent / f"{name}.zip") as archive:
             assert "main.py" in archive.namelist()
         first = (folder.parent / f"{name}.zip").read_bytes()
@@ -163,3 +163,15 @@ def test_a_bundle_installs_into_a_fresh_venv_and_serves_a_push(
     assert len(names) == 1 and names[0].startswith("my-great-org/my-pipeline/2025/06/12/2042/build.finished-")
     freeze = subprocess.run([str(python), "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout
     assert "buildkite" not in freeze  # the vendored copy served it, not an installed one
+
+
+def test_helper_modules_beside_main_ship_in_the_bundle() -> None:
+    shipped_helpers = 0
+    for name in all_manifests():
+        source = deploy.ROOT / "functions" / name
+        helpers = {p.name for p in source.glob("*.py") if not p.name.startswith("test_")} - {"main.py"}
+        folder = deploy.package(name)
+        assert helpers <= {p.name for p in folder.glob("*.py")}, name
+        assert not list(folder.glob("test_*.py")), name
+        shipped_helpers += len(helpers)
+    assert shipped_helpers  # slack-notify's slack_web.py at least

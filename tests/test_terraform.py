@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from buildkite_events.filters import FilterSyntaxError, parse_filter
-from buildkite_events.idempotency import DEFAULT_COLLECTION
 from buildkite_events.manifest import load_manifest
+from buildkite_events.state import DEFAULT_COLLECTION
 from tools.terraform import check, schema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,7 +172,9 @@ def test_the_idempotency_collection_is_the_one_the_code_uses() -> None:
     default = re.search(r'default\s+=\s+"([^"]+)"', block)
     assert default and default.group(1) == DEFAULT_COLLECTION
     firestore = (TERRAFORM / "firestore.tf").read_text(encoding="utf-8")
-    assert 'field      = "expire_at"' in firestore  # IdempotencyStore's TTL field
+    assert 'field      = "expire_at"' in firestore  # the TTL field of every state document
+    main_tf = (TERRAFORM / "main.tf").read_text(encoding="utf-8")
+    assert '"$${state_collection}", var.idempotency_collection' in main_tf  # what manifests read
 
 
 def test_bigquery_schema_files_are_what_terraform_accepts() -> None:
@@ -199,7 +201,7 @@ def _terraform_default(variable: str) -> str:
 def test_make_deploy_uses_the_names_terraform_creates(monkeypatch: pytest.MonkeyPatch) -> None:
     from tools.ops import deploy
 
-    for name in ("PROJECT", "TOPIC", "ARCHIVE_BUCKET", "BIGQUERY_DATASET"):
+    for name in ("PROJECT", "TOPIC", "ARCHIVE_BUCKET", "BIGQUERY_DATASET", "STATE_COLLECTION"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PROJECT", "my-ci-project")
     monkeypatch.setenv("REGION", "europe-west1")
@@ -209,6 +211,7 @@ def test_make_deploy_uses_the_names_terraform_creates(monkeypatch: pytest.Monkey
     assert values["bigquery_dataset"] == _terraform_default("bigquery_dataset_id")
     assert 'coalesce(var.archive_bucket_name, "${var.project_id}-buildkite-archive")' in main_tf
     assert values["archive_bucket"] == "my-ci-project-buildkite-archive"
+    assert values["state_collection"] == _terraform_default("idempotency_collection")
     assert _terraform_default("region") == "us-central1"
 
     command = deploy.deploy_command("ingress", values)

@@ -15,3 +15,4 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_PROJECT = "buildkite-fanout-local"  # the local stack's Google Cloud project on the emulators
 TOPIC = "buildkite-events"
+LOCAL_STATE_COLLECTION = "buildkite-fanout-state-local"  # fills ${state_collection} on the emulators

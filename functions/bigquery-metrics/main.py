@@ -20,6 +20,7 @@ from urllib.parse import quote
 import functions_framework
 
 from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, TransientError, env, pubsub_handler
+from buildkite_events.http import raise_for
 from buildkite_events.timeutil import isoformat
 
 # project.dataset.table; a domain-scoped project ("example.com:proj") contains a dot itself.
@@ -211,25 +212,25 @@ def insert_row(table: str, row: Mapping[str, Any], row_id: str, config: Config) 
 
 
 def _check(response: Any, table: str) -> None:
-    status: int = response.status_code
     answer = _json(response)
-    if status == 200:
-        if answer.get("insertErrors"):
-            # A row BigQuery refuses (a field the table lacks, a wrong type) is refused again on every
-            # retry: nack, so the message waits in the dead-letter queue until the schema is fixed.
-            raise ConfigError(f"BigQuery refused the row for {table}: {describe_insert_errors(answer['insertErrors'])}")
-        return
+    if response.status_code == 200 and answer.get("insertErrors"):
+        # A row BigQuery refuses (a field the table lacks, a wrong type) is refused again on every
+        # retry: nack, so the message waits in the dead-letter queue until the schema is fixed.
+        raise ConfigError(f"BigQuery refused the row for {table}: {describe_insert_errors(answer['insertErrors'])}")
     error: Mapping[str, Any] = answer["error"] if isinstance(answer.get("error"), Mapping) else {}
     reasons = {str(e["reason"]) for e in error.get("errors") or [] if isinstance(e, Mapping) and e.get("reason")}
-    if status == 404:
-        raise ConfigError(f"BigQuery table {table} does not exist (create it with Terraform)")
-    if status == 429 or status >= 500 or reasons & _RATE_LIMIT_REASONS:
-        raise TransientError(f"BigQuery answered {status} for {table}", retry_after=_retry_after(response))
-    if status in (401, 403):
-        raise ConfigError(f"no permission to insert into {table}: {status} {', '.join(sorted(reasons))}".rstrip())
-    if status == 400:  # malformed request, row too large
-        raise ConfigError(f"BigQuery rejected the insert into {table}: {str(error.get('message', ''))[:300]}")
-    raise TransientError(f"BigQuery answered {status} for {table}")
+    raise_for(
+        response.status_code,
+        f"BigQuery (insert into {table})",
+        headers=response.headers,
+        detail=f"({', '.join(sorted(reasons))})" if reasons else "",
+        transient={response.status_code} if reasons & _RATE_LIMIT_REASONS else (),  # a 403 that means "slow down"
+        config={
+            404: f"{table} does not exist (create it with Terraform)",
+            400: f"the insert was rejected: {str(error.get('message', ''))[:300]}",
+            range(401, 404): "no permission to insert into it",
+        },
+    )
 
 
 def describe_insert_errors(errors: Any) -> str:
@@ -250,13 +251,6 @@ def _json(response: Any) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _retry_after(response: Any) -> float | None:
-    try:
-        return min(float(response.headers.get("Retry-After", "")), 60.0)
-    except ValueError:
-        return None
 
 
 @cache

@@ -390,14 +390,40 @@ def test_builds_latest_prefers_our_message_over_mcncls_for_the_same_build(
 
 
 def test_outcome_names_blocked_and_failed_builds(dataset: str) -> None:
-    for index, name in enumerate(["build.finished.blocked", "build.finished.failed", "build.finished.canceled"]):
+    names = [
+        "build.finished.blocked",
+        "build.finished.blocked.failed",
+        "build.finished.failed",
+        "build.finished.canceled",
+    ]
+    for index, name in enumerate(names):
         deliver(envelope(payload(name), message_id=str(index)))
     body = payload("build.finished.failed")
     body["build"] |= {"id": "failed-then-blocked", "blocked": True, "blocked_state": "failed"}
     deliver(envelope(body, message_id="9"))
     outcome = {row["build_id"]: row["outcome"] for row in select(dataset, "builds_latest")}
-    assert sorted(outcome.values()) == ["blocked", "canceled", "failed", "failed"]
+    assert sorted(outcome.values()) == ["blocked", "canceled", "failed", "failed", "failed"]
     assert outcome["failed-then-blocked"] == "failed"
+    assert outcome[payload("build.finished.blocked.failed")["build"]["id"]] == "failed"  # state "passed"
+
+
+def test_the_views_verdict_is_the_shared_one(dataset: str) -> None:
+    """builds_latest.outcome and Build.effective_state: one definition, whatever the combination."""
+    states, blocked_states = ("passed", "failed", "canceled"), ("", "passed", "failed", "running", None)
+    combos = [(b, s, bs) for b in (False, True) for s in states for bs in blocked_states]
+    combos += [(False, "blocked", None), (False, "blocked", "failed")]  # the notification convention
+    expected = {}
+    for index, (blocked, state, blocked_state) in enumerate(combos):
+        body = payload("build.finished.blocked")
+        body["build"] |= {"id": f"verdict-{index}", "blocked": blocked, "state": state, "blocked_state": blocked_state}
+        push = envelope(body, message_id=f"v{index}")
+        deliver(push)
+        build = parse_delivery(push).build
+        assert build is not None
+        expected[f"verdict-{index}"] = build.effective_state
+    outcome = {row["build_id"]: row["outcome"] for row in select(dataset, "builds_latest")}
+    assert outcome == expected
+    assert set(expected.values()) == {"passed", "failed", "canceled", "blocked"}
 
 
 # --- failures ------------------------------------------------------------------------
@@ -658,3 +684,17 @@ def test_without_the_emulator_it_uses_google_credentials_and_a_refused_one_is_a_
         with pytest.raises(Nack, match="no usable Google credentials"):
             deliver(envelope(payload("build.finished.failed")))
     _reset()
+
+
+@pytest.mark.parametrize("hint", [-1.0, float("nan"), float("inf"), 1e12])
+def test_an_unusable_retry_after_still_retries(fake_bigquery: FakeBigQuery, hint: float, capsys: Any) -> None:
+    """A Retry-After of -1 or nan once reached time.sleep() and ended in "error"; now the handler's backoff applies."""
+    fake_bigquery.standin.fail("/insertAll", Fault(status=503, retry_after=hint, remaining=1))
+    if hint == 1e12:  # a real but long wait: beyond the budget, nack at once for Pub/Sub's backoff
+        with pytest.raises(Nack, match=r"Retry-After 3600s"):
+            deliver(envelope(payload("build.finished.failed")))
+        assert outcomes(capsys) == ["retry"]
+        return
+    deliver(envelope(payload("build.finished.failed")))
+    assert outcomes(capsys) == ["done"]
+    assert len(fake_bigquery.requests()) == 2

@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from buildkite_events import Nack, parse_delivery
-from tests.support import cloud_event, envelope, load_function, mcncl, outcomes, payload
+from tests.support import cloud_event, envelope, load_function, log_lines, mcncl, outcomes, payload
 from tools.local.standin import Fault, StandIn
 from tools.local.standins import github as gh_standin
 
@@ -49,7 +49,7 @@ def server() -> Iterator[StandIn]:
 def _fresh_instance() -> None:
     fn.update_github_status.instance.reset()  # config and caches are per instance: be a new one
     fn._github.cache_clear()
-    fn._ledger.cache_clear()
+    fn._records.cache_clear()
 
 
 @pytest.fixture
@@ -93,6 +93,7 @@ def latest(server: StandIn, sha: str, context: str = "buildkite/my-pipeline") ->
 # -- what each build event becomes -----------------------------------------------------------
 
 SHA_2043, SHA_2045 = "c91e4b2a7d3f5068e1b9a2c4d6f8e0a1b3c5d7e9", "0c4e7a1d9b3f5e2c8a6d4b1f9e7c5a3d1b8f6e20"
+SHA_2047 = "4f2d8b6e1a9c3075d2e8b4f6a1c3e5d7b9f0a2c4"
 SHA_2048, SHA_2049 = "9e1d7c4b2a0f8e6d4c2b0a9f7e5d3c1b9a8f6e4d", "d2b5e8f1a4c7093b6e9d2f5a8c1b4e7d0a3f6c92"
 EXPECTED = {
     "build.scheduled": (SHA_2041, "pending", "Build #2041 is scheduled"),
@@ -103,6 +104,7 @@ EXPECTED = {
     "build.finished.failed": (SHA_2042, "failure", "Build #2042 failed in 5m4s"),
     "build.finished.passed.jira-key": (SHA_2048, "success", "Build #2048 passed in 3m45s"),
     "build.finished.blocked": (SHA_2043, "pending", "Build #2043 is blocked, waiting to be unblocked"),
+    "build.finished.blocked.failed": (SHA_2047, "failure", "Build #2047 failed in 7m36s"),
     "build.skipped": (SHA_2045, "error", "Build #2045 was skipped"),
 }
 
@@ -234,7 +236,7 @@ def test_only_github_repositories_get_statuses(
     assert [r.path.split("/statuses/")[0] for r in posts(github)] == (
         [f"/github/repos/{posted_to}"] if posted_to else []
     )
-    assert outcomes(capsys) == ["done"]  # acked either way
+    assert outcomes(capsys) == ["done" if posted_to else "skipped"]  # acked either way
 
 
 def test_github_enterprise_server(github: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -252,7 +254,7 @@ def test_commits_that_are_not_full_shas_make_no_request(github: StandIn, commit:
     body["build"]["commit"] = commit
     deliver(body)
     assert posts(github) == []
-    assert outcomes(capsys) == ["done"]
+    assert outcomes(capsys) == ["skipped"]
 
 
 def test_the_ui_build_fixture_with_commit_head_is_acked(github: StandIn, capsys: Any) -> None:
@@ -324,6 +326,41 @@ def test_a_newer_build_of_the_same_commit_may_replace_a_finished_one(github: Sta
         ("pending", "Build #2050 is scheduled"),
     ]
     assert latest(github, SHA_2041)["description"] == "Build #2050 is scheduled"
+
+
+def _unblocked(started_at: str) -> dict[str, Any]:
+    """Build #2043 running again after someone unblocked it: Buildkite sends build.running anew."""
+    body = payload("build.finished.blocked")
+    body["event"] = "build.running"
+    body["build"].update(state="running", blocked=False, blocked_state="", started_at=started_at, finished_at=None)
+    return body
+
+
+def test_an_unblocked_build_replaces_its_blocked_status(github: StandIn, capsys: Any) -> None:
+    deliver("build.finished.blocked", "1")  # finished 04:07:55, waiting on a block step
+    deliver(_unblocked("2025-06-12T04:12:30.000Z"), "2")  # unblocked: later timestamps
+    late = payload("build.finished.blocked")
+    late["build"].update(state="blocked", blocked=False)  # the blocked finish again, another producer's way
+    deliver(late, "3")  # older than the running now: kept off
+    finished = payload("build.finished.blocked")
+    finished["build"].update(
+        blocked=False, blocked_state="", started_at="2025-06-12T04:12:30.000Z", finished_at="2025-06-12T04:20:00.000Z"
+    )
+    deliver(finished, "4")
+    assert [b["description"] for b in bodies(github)] == [
+        "Build #2043 is blocked, waiting to be unblocked",
+        "Build #2043 is running",
+        "Build #2043 passed in 7m30s",
+    ]
+    assert latest(github, SHA_2043)["state"] == "success"
+    assert outcomes(capsys) == ["done", "done", "skipped", "done"]
+
+
+def test_a_late_running_event_from_before_the_block_does_not_replace_it(github: StandIn, capsys: Any) -> None:
+    deliver("build.finished.blocked", "1")
+    deliver(_unblocked("2025-06-12T04:02:05.118Z"), "2")  # the first build.running, delivered late
+    assert [b["description"] for b in bodies(github)] == ["Build #2043 is blocked, waiting to be unblocked"]
+    assert "would be a step back" in capsys.readouterr().out
 
 
 def test_contexts_are_independent(github: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -438,10 +475,42 @@ def test_secondary_rate_limit_honours_retry_after(github: StandIn, status: int, 
     assert len(posts(github)) == 3
 
 
-def test_an_unknown_repository_is_acked_with_a_warning(github: StandIn, capsys: Any) -> None:
-    deliver(_with_repository("github", "git@github.com:my-great-org/gone.git", "my-great-org/gone"))
-    lines = capsys.readouterr().out
-    assert '"outcome": "invalid"' in lines and "404" in lines
+@pytest.mark.parametrize("who", ["token", "app"])
+def test_a_repository_the_credentials_cannot_see_is_a_config_error(
+    github: StandIn, who: str, request: pytest.FixtureRequest, capsys: Any
+) -> None:
+    """GitHub answers 404, not 403, to a token or App installation that cannot see a private repository."""
+    if who == "app":
+        request.getfixturevalue("app")
+    gh_standin.hide_repo(github, REPO)
+    with pytest.raises(Nack, match="these credentials cannot see my-great-org/my-pipeline") as raised:
+        deliver("build.finished.failed")
+    (line,) = [line for line in log_lines(capsys.readouterr().out) if "outcome" in line]
+    assert line["outcome"] == "config_error" and "dead-letter queue" in line["message"]
+    assert "install the GitHub App on it" in line["message"] and "repo:status" in line["message"]
+    assert "404" in raised.value.description
+    assert gh_standin.state(github).created == []
+    hidden = gh_standin.state(github).repo(REPO)
+    assert hidden is not None
+    hidden.hidden_from.clear()  # the operator grants access and replays
+    deliver("build.finished.failed")
+    assert len(gh_standin.state(github).created) == 1
+
+
+def test_an_unknown_repository_is_a_config_error_too(github: StandIn, capsys: Any) -> None:
+    with pytest.raises(Nack, match="404"):
+        deliver(_with_repository("github", "git@github.com:my-great-org/gone.git", "my-great-org/gone"))
+    assert outcomes(capsys) == ["config_error"]
+
+
+def test_the_stand_in_hides_a_repository_from_one_token_only(github: StandIn) -> None:
+    gh_standin.allow_token(github, "ghp_other-token")
+    gh_standin.hide_repo(github, REPO, "ghp_other-token")
+    url = f"{github.url}/github/repos/{REPO}/statuses/{SHA_2041}"
+    for token, expected in ((TOKEN, 201), ("ghp_other-token", 404)):
+        answer = requests.post(url, json={"state": "success"}, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert answer.status_code == expected
+    assert answer.json()["message"] == "Not Found"
 
 
 def test_an_unknown_commit_is_acked_with_a_warning(github: StandIn, capsys: Any) -> None:

@@ -11,34 +11,29 @@ through only some of its keys. The comment is POSTed once per attempt (see ``pos
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import functions_framework
+from jira_api import call, connect, has_marker, post_comment
 
 from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, TransientError, env, pubsub_handler
+from buildkite_events.errors import FanoutError, Skip
 from buildkite_events.log import log
 from buildkite_events.timeutil import format_duration
 
 if TYPE_CHECKING:
     from jira import JIRA
 
-T = TypeVar("T")
-
 # Look like issue keys, never are: character sets, hashes, standards, advisories.
 NOT_PROJECTS = frozenset({"UTF", "UCS", "SHA", "MD", "ISO", "IEC", "RFC", "CVE", "CWE", "GHSA", "AES", "RSA", "TLS"})
 TERMINAL = ("passed", "failed", "canceled", "skipped", "not_run")
 MARKER_PREFIX = "buildkite-fanout:"
-PROPERTY_KEY = "buildkite-fanout"  # comment property: {"marker": <build_marker>}
-PAGE_SIZE = 100
-MAX_COMMENT_PAGES = 100  # 10,000 comments: far beyond any issue a build should comment on
 PROJECTS_TTL_SECONDS = 3600.0
 MAX_CANDIDATE_KEYS = 200  # per text (message, branch); JIRA_MAX_ISSUES later caps what is updated
 _KEY = re.compile(r"(?<![A-Za-z0-9_])([A-Z][A-Z0-9_]{1,19})-([1-9][0-9]{0,8})(?![0-9A-Za-z])")
@@ -72,33 +67,25 @@ class Config:
             raise ValueError("JIRA_MAX_ISSUES must be at least 1 and JIRA_MAX_RETRIES between 0 and 5")
 
 
-class JiraFailure(Exception):
-    """One Jira call failed; ``kind`` decides what happens to the message."""
-
-    def __init__(self, kind: str, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind  # missing | auth | forbidden | rejected | transient
-        self.retry_after = retry_after
-
-
 @functions_framework.cloud_event
 @pubsub_handler(Config)
 def update_jira_tickets(event: BuildkiteEvent, config: Config) -> str:
     build = event.build
     if build is None or build.number is None:
         raise InvalidEvent(f"{event.event_type} carries no build")
-    if build.is_blocked:
-        return f"build #{build.number} is blocked on a block step, not finished: no comment yet"
-    if build.state not in TERMINAL:
-        return f"build #{build.number} is {build.state!r}, not finished: no comment"
+    verdict = build.effective_state  # a build its block step set to failed has failed
+    if verdict == "blocked":
+        raise Skip(f"build #{build.number} is blocked on a block step, not finished: no comment yet")
+    if verdict not in TERMINAL:
+        raise Skip(f"build #{build.number} is {verdict!r}, not finished: no comment")
     candidates = candidate_keys(build.message, build.branch)
     if not candidates:
-        return "no Jira issue keys in the commit message or branch"
+        raise Skip("no Jira issue keys in the commit message or branch")
     jira = _jira(config)
     projects = known_projects(jira, config)
     keys = issue_keys(candidates, projects, trusted=bool(config.projects))
     if not keys:
-        return f"no keys of known Jira projects among {', '.join(candidates[:10])}"
+        raise Skip(f"no keys of known Jira projects among {', '.join(candidates[:10])}")
     if len(keys) > config.max_issues:
         log(logging.WARNING, f"{len(keys)} issue keys; updating the first {config.max_issues} (JIRA_MAX_ISSUES)")
         keys = keys[: config.max_issues]
@@ -108,62 +95,44 @@ def update_jira_tickets(event: BuildkiteEvent, config: Config) -> str:
 def update_issues(jira: JIRA, keys: list[str], event: BuildkiteEvent, config: Config) -> str:
     """Every key is tried; then one failing key nacks the message (done keys are skipped on retry)."""
     results: list[str] = []
-    failures: list[JiraFailure] = []
+    failures: list[TransientError | ConfigError] = []
     for key in keys:
         try:
             results.append(f"{key} {update_issue(jira, key, event, config)}")
-        except JiraFailure as failure:
-            if failure.kind == "auth":  # the credentials: every other key would fail the same way
-                raise ConfigError(f"Jira rejected the credentials (401) at {key}: {failure}") from None
-            if failure.kind == "missing":
-                log(logging.WARNING, f"skipping {key}: {failure}")
-                results.append(f"{key} not found")
-                continue
-            if failure.kind == "rejected":
-                log(logging.WARNING, f"Jira refused the comment on {key}: {failure}")
-                results.append(f"{key} refused ({failure})")
-                continue
-            failures.append(failure)
-            results.append(f"{key} failed ({failure})")
+        except InvalidEvent as err:  # no such issue, or Jira refused the comment: retrying cannot help
+            log(logging.WARNING, f"skipping {key}: {err}")
+            results.append(f"{key} skipped ({err})")
+        except ConfigError as err:
+            if err.status == 401:  # the credentials: every other key would fail the same way
+                raise ConfigError(f"Jira rejected the credentials at {key}: {err}") from None
+            failures.append(err)
+            results.append(f"{key} failed ({err})")
+        except TransientError as err:
+            failures.append(err)
+            results.append(f"{key} failed ({err})")
     summary = "; ".join(results)
-    transient = [f for f in failures if f.kind == "transient"]
-    if transient:
-        waits = [f.retry_after for f in transient if f.retry_after]
-        raise TransientError(summary, retry_after=max(waits) if waits else None)
+    waits = [f.retry_after for f in failures if isinstance(f, TransientError)]
+    if waits:
+        hints = [wait for wait in waits if wait is not None]
+        raise TransientError(summary, retry_after=max(hints) if hints else None)
     if failures:
-        raise ConfigError(f"Jira denied access (403): {summary}")
+        raise ConfigError(f"Jira denied access: {summary}")
     return summary
 
 
 def update_issue(jira: JIRA, key: str, event: BuildkiteEvent, config: Config) -> str:
     """Comment once per build outcome; on failure move the issue first (so a found marker means both done)."""
-    issue = _call(jira.issue, key, fields="summary,status")
+    issue = call(jira.issue, key, fields="summary,status")
     key = str(getattr(issue, "key", None) or key)  # a moved issue answers with its new key
     marker = build_marker(event)
     if has_marker(jira, key, marker):
         return "already commented"
     moved = None
     build = event.build
-    if build and build.state == "failed" and config.failure_transition.strip():
+    if build and build.effective_state == "failed" and config.failure_transition.strip():
         moved = move(jira, issue, key, config.failure_transition.strip())
-    _call(post_comment, jira, key, comment_body(event, marker, moved), marker)
+    call(post_comment, jira, key, comment_body(event, marker, moved), marker)
     return f"commented, moved to {moved}" if moved else "commented"
-
-
-def post_comment(jira: JIRA, key: str, body: str, marker: str) -> None:
-    """One POST, sent once, carrying the marker as a comment property.
-
-    The jira library re-sends a POST after a dropped connection; if the first one
-    had reached Jira, that would comment twice. Here a failure goes back to the handler,
-    whose retry looks for the marker again before commenting.
-    """
-    import requests
-    from jira.resilientsession import raise_on_error
-
-    payload = {"body": body, "properties": [{"key": PROPERTY_KEY, "value": {"marker": marker}}]}
-    session = jira._session
-    url = jira._get_url(f"issue/{key}/comment")
-    raise_on_error(requests.Session.request(session, "POST", url, data=json.dumps(payload), timeout=session.timeout))
 
 
 def move(jira: JIRA, issue: Any, key: str, wanted: str) -> str | None:
@@ -172,75 +141,19 @@ def move(jira: JIRA, issue: Any, key: str, wanted: str) -> str | None:
     if isinstance(status, str) and status.lower() == wanted.lower():
         log(logging.INFO, f"{key} is already in {status}")
         return None
-    transitions = _call(jira.transitions, key)
+    transitions = call(jira.transitions, key)
     for transition in transitions:
         target = (transition.get("to") or {}).get("name") or ""
         if wanted.lower() in (str(transition.get("name", "")).lower(), str(target).lower()):
             try:
-                _call(jira.transition_issue, key, str(transition["id"]))
-            except JiraFailure as failure:
-                if failure.kind != "rejected":
-                    raise
-                log(logging.WARNING, f"Jira refused the transition {transition.get('name')!r} on {key}: {failure}")
+                call(jira.transition_issue, key, str(transition["id"]))
+            except InvalidEvent as err:
+                log(logging.WARNING, f"Jira refused the transition {transition.get('name')!r} on {key}: {err}")
                 return None
             return str(target or transition.get("name"))
     names = ", ".join(repr(t.get("name")) for t in transitions) or "none"
     log(logging.INFO, f"no transition {wanted!r} available on {key} (status {status!r}; available: {names})")
     return None
-
-
-def has_marker(jira: JIRA, key: str, marker: str) -> bool:
-    """Search the issue's comments, newest first, page by page, for ``marker``: as our comment
-    property, then as text (comments from before properties; Data Center keeps text verbatim)."""
-    start = 0
-    for _ in range(MAX_COMMENT_PAGES):
-        params = {"startAt": start, "maxResults": PAGE_SIZE, "orderBy": "-created"}
-        # _get_json keeps the page's "total" that jira.comments() drops.
-        page = _call(jira._get_json, f"issue/{key}/comment", params=params)
-        comments = [c for c in (page.get("comments") or []) if isinstance(c, dict)] if isinstance(page, dict) else []
-        if _has_property(jira, comments, marker) or any(marker in _text(c.get("body")) for c in comments):
-            return True
-        start += len(comments)
-        total = page.get("total") if isinstance(page, dict) else None
-        if not comments or (isinstance(total, int) and start >= total):
-            return False
-    log(logging.WARNING, f"{key} has over {start} comments; stopped looking for an earlier one from this build")
-    return False
-
-
-_without_comment_list: set[str] = set()  # servers that have no POST comment/list (Jira Data Center)
-
-
-def _has_property(jira: JIRA, comments: list[dict[str, Any]], marker: str) -> bool:
-    """Whether one of ``comments`` carries our property for ``marker`` (Jira Cloud: comment/list?expand=properties)."""
-    from jira.utils import json_loads
-
-    ids, server = [int(c["id"]) for c in comments if str(c.get("id", "")).isdigit()], str(jira.server_url)
-    if not ids or server in _without_comment_list:
-        return False
-    url = jira._get_url("comment/list")  # a read: the library may retry it freely
-    try:
-        found = _call(lambda: json_loads(jira._session.post(url, params={"expand": "properties"}, json={"ids": ids})))
-    except JiraFailure as failure:
-        if failure.kind not in ("missing", "rejected"):
-            raise
-        _without_comment_list.add(server)
-        log(logging.INFO, f"Jira at {server} cannot list comment properties ({failure}); matching the text marker only")
-        return False
-    values = [c for c in (found.get("values") or []) if isinstance(c, dict)] if isinstance(found, dict) else []
-    ours = [
-        p.get("value")
-        for c in values
-        for p in c.get("properties") or []
-        if isinstance(p, dict) and p.get("key") == PROPERTY_KEY
-    ]
-    return any(isinstance(value, dict) and value.get("marker") == marker for value in ours)
-
-
-def _text(body: Any) -> str:
-    """A body's text without backslash escapes (a renderer may add or drop them); a document-format
-    body as JSON (the marker is in one of its text nodes)."""
-    return (body if isinstance(body, str) else json.dumps(body)).replace("\\", "")
 
 
 # -- keys -----------------------------------------------------------------------------------
@@ -287,13 +200,11 @@ def known_projects(jira: JIRA, config: Config) -> frozenset[str]:
         if cached and time.monotonic() - cached[0] < PROJECTS_TTL_SECONDS:
             return cached[1]
         try:
-            listed = _call(jira.projects)
-        except JiraFailure as failure:
-            if failure.kind == "transient":
-                raise TransientError(
-                    f"could not list Jira projects: {failure}", retry_after=failure.retry_after
-                ) from None
-            raise ConfigError(f"could not list Jira projects ({failure.kind}): {failure}") from None
+            listed = call(jira.projects)
+        except TransientError as err:
+            raise TransientError(f"could not list Jira projects: {err}", retry_after=err.retry_after) from None
+        except FanoutError as err:  # no project list where JIRA_SERVER points, or no access to it
+            raise ConfigError(f"could not list Jira projects: {err}", status=err.status) from None
         keys = frozenset(str(p.key).upper() for p in listed if getattr(p, "key", None))
         _projects[cache_key] = (time.monotonic(), keys)
         log(logging.INFO, f"Jira projects visible to these credentials: {len(keys)}")
@@ -306,7 +217,8 @@ def known_projects(jira: JIRA, config: Config) -> frozenset[str]:
 def build_marker(event: BuildkiteEvent) -> str:
     """The visible, searchable line that says "this build's outcome was already reported here"."""
     build = event.build
-    parts = (event.organization, event.pipeline_slug, build.number if build else None, build.state if build else None)
+    verdict = build.effective_state if build else None
+    parts = (event.organization, event.pipeline_slug, build.number if build else None, verdict)
     return MARKER_PREFIX + "/".join(_SAFE.sub("_", str(p)) if p not in (None, "") else "-" for p in parts)
 
 
@@ -320,7 +232,7 @@ def escape(text: str) -> str:
 def comment_body(event: BuildkiteEvent, marker: str, moved: str | None = None) -> str:
     build = event.build
     assert build is not None
-    state = build.state or "finished"
+    state = build.effective_state or "finished"
     pipeline = event.pipeline
     name = escape((pipeline.name if pipeline else None) or event.pipeline_slug or "pipeline")
     title = f"{name} #{build.number}"
@@ -339,57 +251,10 @@ def comment_body(event: BuildkiteEvent, marker: str, moved: str | None = None) -
     return "\n".join(lines)
 
 
-# -- the client and its errors -------------------------------------------------------------------
-
-
-def _call(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one jira-library call; map its failures onto ``JiraFailure`` kinds."""
-    import requests
-    from jira.exceptions import JIRAError
-
-    try:
-        return call(*args, **kwargs)
-    except JIRAError as err:
-        status = err.status_code
-        text = (err.text or "")[:300]
-        if status == 404:
-            raise JiraFailure("missing", text or "not found (404)") from None
-        if status == 401:
-            raise JiraFailure("auth", text or "unauthorized") from None
-        if status == 403:
-            raise JiraFailure("forbidden", text or "forbidden") from None
-        if status is None or status in (408, 409, 429) or status >= 500:
-            raise JiraFailure("transient", f"Jira answered {status or 'nothing'}", _retry_after(err)) from None
-        raise JiraFailure("rejected", f"{status}: {text}") from None
-    except requests.RequestException as err:
-        raise JiraFailure("transient", f"could not reach Jira: {type(err).__name__}") from None
-
-
-def _retry_after(err: Any) -> float | None:
-    response = getattr(err, "response", None)
-    value = response.headers.get("Retry-After") if response is not None else None
-    try:
-        return max(1.0, float(value)) if value else None
-    except ValueError:
-        return None
+# -- the client -----------------------------------------------------------------------------------
 
 
 @cache
 def _jira(config: Config) -> JIRA:
-    """One client per instance. ``get_server_info=False``: constructing it makes no request."""
-    from jira import JIRA
-
-    auth: dict[str, Any] = (
-        {"basic_auth": (config.user, config.token)} if config.user else {"token_auth": config.token}
-    )  # Cloud: email + API token; Data Center: a personal access token (bearer)
-    client = JIRA(
-        server=config.server.rstrip("/"),
-        get_server_info=False,
-        max_retries=config.max_retries,
-        timeout=(min(5.0, config.timeout_seconds), config.timeout_seconds),
-        **auth,
-    )
-    # The library sleeps up to 2x Retry-After (60 s by default) between its retries: keep each
-    # wait short, and leave longer waits to Pub/Sub's backoff.
-    client._session.max_retry_delay = 5
-    return client
+    """One client per instance; building it makes no request."""
+    return connect(config.server, config.user, config.token, config.max_retries, config.timeout_seconds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from tools.local.standin import Fault, StandIn
 from tools.local.standins import jira as jira_standin
 
 fn = load_function("jira-update")
+api = sys.modules["jira_api"]  # the module beside main.py that talks to Jira
 
 TOKEN = "jira-api-token-for-tests"
 USER = "buildkite-bot@example.com"
@@ -37,7 +39,7 @@ def _fresh_instance() -> None:
     fn.update_jira_tickets.instance.reset()  # config, client and project list are per instance
     fn._jira.cache_clear()
     fn._projects.clear()
-    fn._without_comment_list.clear()
+    api._without_comment_list.clear()
 
 
 @pytest.fixture
@@ -156,6 +158,17 @@ def test_a_failed_build_moves_the_issue_then_comments(jira: StandIn) -> None:
     assert "Moved to *Needs Review* because the build failed." in comment
     posts = [r.path.rsplit("/", 1)[-1] for r in jira.recorded(r"/issue/PROJ-124/", "POST")]
     assert posts == ["transitions", "comment"]  # a comment found later means the move happened too
+
+
+def test_a_build_its_block_step_set_to_failed_is_commented_and_moved_as_a_failure(jira: StandIn) -> None:
+    body = payload("build.finished.blocked.failed")  # state "passed", blocked, blocked_state "failed"
+    body["build"]["message"] = "PROJ-124 Release 2.4.1"
+    deliver(body)
+    assert jira_standin.issue(jira, "PROJ-124").transitions == [("To Do", "Needs Review")]
+    (comment,) = jira_standin.new_comments(jira, "PROJ-124")
+    assert comment.startswith("(x) Buildkite build") and "*failed*" in comment
+    assert "Moved to *Needs Review* because the build failed." in comment
+    assert "my-great-org/my-pipeline/2047/failed" in comment
 
 
 @pytest.mark.parametrize("name", ["needs review", "NEEDS REVIEW", "Needs Review"])
@@ -382,7 +395,7 @@ def test_a_refused_comment_is_acked_with_a_warning(jira: StandIn, capsys: Any) -
     jira.fail(r"/issue/PROJ-123/comment$", Fault(status=400, remaining=1, body={"errors": {"comment": "too long"}}))
     deliver(build())
     out = capsys.readouterr().out
-    assert "Jira refused the comment on PROJ-123" in out and '"outcome": "done"' in out
+    assert "skipping PROJ-123: Jira answered 400" in out and '"outcome": "done"' in out
 
 
 # -- events that are not for us -----------------------------------------------------------------
@@ -407,7 +420,7 @@ def test_mcncl_messages_are_understood(jira: StandIn, capsys: Any) -> None:
     data, attributes = mcncl("build.finished.failed")
     fn.update_jira_tickets(cloud_event(envelope(data, attributes)))
     assert jira.requests == []  # "Refactor session store" on main mentions no issue
-    assert outcomes(capsys) == ["done"]
+    assert outcomes(capsys) == ["skipped"]
 
 
 # -- the comment's text -------------------------------------------------------------------------
@@ -466,7 +479,7 @@ def test_candidate_keys_are_bounded_and_the_branch_still_counts() -> None:
 
 def test_our_comment_carries_the_marker_as_a_comment_property(jira: StandIn) -> None:
     deliver("build.finished.passed.jira-key")
-    assert jira_standin.comment_properties(jira, "PROJ-123") == [{fn.PROPERTY_KEY: {"marker": MARKER_2048}}]
+    assert jira_standin.comment_properties(jira, "PROJ-123") == [{api.PROPERTY_KEY: {"marker": MARKER_2048}}]
 
 
 def test_an_edited_comment_still_counts_as_done(jira: StandIn, firestore_emulator: Any, gcp_project: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from buildkite_events.text import clean, clusters, fit, safe_url, units
 from tests.support import load_function
 
 fn: Any = load_function("slack-notify")
@@ -26,22 +27,22 @@ texts = st.lists(st.one_of(st.characters(), tricky), max_size=400).map("".join)
 @example(text="<" * 100, limit=10)
 @example(text="👩\u200d👩\u200d👧" * 50, limit=9)
 def test_fit_escapes_and_cuts_between_characters(text: str, limit: int) -> None:
-    cleaned = fn.clean(text)
-    out = fn.fit(cleaned, limit)
-    assert fn.units(out) <= limit
+    cleaned = clean(text)
+    out = fit(cleaned, limit, fn.escape)
+    assert units(out) <= limit
     assert not re.search(r"[<>]", out)  # Slack's control characters only as entities
     body = out.removesuffix("…") if out != fn.escape(cleaned) else out
     assert re.fullmatch(r"(&lt;|&gt;|&amp;|[^&])*", body)  # never a broken entity
     shown = html.unescape(body)
     assert cleaned.startswith(shown)
-    kept = list(fn.clusters(shown))
-    assert kept == list(fn.clusters(cleaned))[: len(kept)]  # whole characters only
+    kept = list(clusters(shown))
+    assert kept == list(clusters(cleaned))[: len(kept)]  # whole characters only
 
 
 @settings(max_examples=300, deadline=None)
 @given(text=texts)
 def test_clean_leaves_one_line_without_controls_or_overrides(text: str) -> None:
-    out = fn.clean(text)
+    out = clean(text)
     assert out == out.strip() and "  " not in out
     assert not re.search(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]", out)
     out.encode("utf-8")  # always encodable
@@ -49,16 +50,16 @@ def test_clean_leaves_one_line_without_controls_or_overrides(text: str) -> None:
 
 @given(url=st.text(max_size=200))
 def test_safe_url_is_http_and_cannot_break_a_link(url: str) -> None:
-    out = fn.safe_url("https://buildkite.com/" + url)
+    out = safe_url("https://buildkite.com/" + url, fn.URL_LIMIT)
     assert out is not None and out.startswith("https://buildkite.com/")
     assert not re.search(r"[\s<>|\"\x00-\x1f\x7f-\uffff]", out)
-    assert fn.safe_url("javascript:alert(1)//" + url) is None
+    assert safe_url("javascript:alert(1)//" + url, fn.URL_LIMIT) is None
 
 
 def test_routes_parse_and_match_first_wins() -> None:
     routes = fn.parse_routes("deploy-*@main=#deploys; deploy-*=C0123ABCDE\n*@release/*=#releases;sandbox-*=-")
     config = fn.Config(token="x", routes="deploy-*@main=#deploys; deploy-*=C0123ABCDE\n*@release/*=#releases")
-    assert [(r.pipeline, r.branch, r.channel) for r in routes] == [
+    assert [(glob.pipeline, glob.branch, channel) for glob, channel in routes] == [
         ("deploy-*", "main", "#deploys"),
         ("deploy-*", None, "C0123ABCDE"),
         ("*", "release/*", "#releases"),

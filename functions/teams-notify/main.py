@@ -10,25 +10,21 @@ commit message goes in a TextRun, which takes none) and the message stays under 
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import functions_framework
+from teams_webhook import post_card
 
-from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, TransientError, env, pubsub_handler
-from buildkite_events.text import check_url as _check_url
-from buildkite_events.text import clean, clusters, notified_build, retry_after, units
-from buildkite_events.text import notify_states as _notify_states
-from buildkite_events.text import safe_url as _safe_url
+from buildkite_events import BuildkiteEvent, InvalidEvent, env, pubsub_handler
+from buildkite_events.errors import Skip
+from buildkite_events.notify import BuildGlob, check_url, context_line, look, notified_build, notify_states, where
+from buildkite_events.text import clean, fit, safe_url, units
 from buildkite_events.timeutil import format_duration
-
-if TYPE_CHECKING:
-    import requests
 
 CARD_VERSION = "1.4"  # Adaptive Cards 1.4: what Teams renders on desktop, web and mobile
 CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
@@ -38,17 +34,6 @@ TITLE_LIMIT = 200
 VALUE_LIMIT = 300  # one fact's value
 MESSAGE_LIMIT = 1000  # the commit message's first line
 URL_LIMIT = 2000
-
-# How each state looks: icon, words, TextBlock colour.
-_LOOK = {
-    "failed": ("🔴", "failed", "Attention"),
-    "passed": ("✅", "passed", "Good"),
-    "blocked": ("⏸️", "is blocked", "Warning"),
-    "canceled": ("⛔", "was canceled", "Warning"),
-    "skipped": ("⏭️", "was skipped", "Default"),
-    "not_run": ("⚪", "was not run", "Default"),
-}
-_SECRET = "the teams-notify-teams-webhook-url secret (TEAMS_WEBHOOK_URL)"  # noqa: S105 - a name, not a value
 
 
 # --- configuration -------------------------------------------------------------------------
@@ -63,31 +48,28 @@ class Config:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "webhook_url", self.webhook_url.strip())  # a secret stored with `echo`: a newline
-        check_url(self.webhook_url, "TEAMS_WEBHOOK_URL")
-        notify_states(self.states)
+        check_url(self.webhook_url, "TEAMS_WEBHOOK_URL", _URL_HINT)
+        notify_states(self.states, "TEAMS_NOTIFY_STATES")
         parse_pipelines(self.pipelines)
         if not 0 < self.timeout_seconds <= 60:
             raise ValueError("TEAMS_TIMEOUT_SECONDS must be more than 0 and at most 60")
 
     def wants(self, pipeline: str | None, branch: str | None) -> bool:
-        for pipeline_glob, branch_glob in parse_pipelines(self.pipelines):
-            if fnmatch.fnmatchcase(pipeline or "", pipeline_glob) and (
-                branch_glob is None or (branch is not None and fnmatch.fnmatchcase(branch, branch_glob))
-            ):
-                return True
-        return False
+        return any(builds.matches(pipeline, branch) for builds in parse_pipelines(self.pipelines))
+
+
+_URL_HINT = ": copy the HTTP POST URL of the workflow's 'When a Teams webhook request is received' trigger"
 
 
 @cache
-def parse_pipelines(values: tuple[str, ...]) -> tuple[tuple[str, str | None], ...]:
-    """``TEAMS_PIPELINES``: comma-separated ``pipeline-glob[@branch-glob]`` (shell-style globs on
-    the pipeline slug and the branch, case-sensitive); a build posts if any entry matches."""
-    entries: list[tuple[str, str | None]] = []
+def parse_pipelines(values: tuple[str, ...]) -> tuple[BuildGlob, ...]:
+    """``TEAMS_PIPELINES``: comma-separated ``pipeline-glob[@branch-glob]``; a build posts if any matches."""
+    entries: list[BuildGlob] = []
     for value in values:
-        pipeline, at, branch = value.strip().partition("@")
-        if not pipeline.strip() or (at and not branch.strip()):
+        builds = BuildGlob.parse(value)
+        if builds is None:
             raise ValueError(f"TEAMS_PIPELINES: {value[:100]!r} is not pipeline-glob[@branch-glob], e.g. deploy-*@main")
-        entries.append((pipeline.strip(), branch.strip() if at else None))
+        entries.append(builds)
     if not entries:
         raise ValueError("TEAMS_PIPELINES names no pipeline: use * for every pipeline")
     return tuple(entries)
@@ -99,81 +81,10 @@ def parse_pipelines(values: tuple[str, ...]) -> tuple[tuple[str, str | None], ..
 @functions_framework.cloud_event
 @pubsub_handler(Config)
 def notify_teams(event: BuildkiteEvent, config: Config) -> str:
-    build = notified_build(event, notify_states(config.states))
-    if isinstance(build, str):
-        return build  # why not
+    build = notified_build(event, notify_states(config.states, "TEAMS_NOTIFY_STATES"))
     if not config.wants(event.pipeline_slug, build.branch):
-        where = f"{clean(event.pipeline_slug)[:80] or '?'}@{clean(build.branch)[:80] or '?'}"
-        return f"skipped: {where} is not in TEAMS_PIPELINES"
-    return post_card(config, encode(teams_message(event)))
-
-
-def post_card(config: Config, body: bytes) -> str:
-    """POST the message to the workflow trigger; its answers become the handler's error kinds."""
-    import requests
-
-    timeout = config.timeout_seconds
-    try:
-        response = _session().post(
-            config.webhook_url,
-            data=body,
-            headers={"Content-Type": "application/json; charset=utf-8"},
-            timeout=(min(5.0, timeout), timeout),
-            allow_redirects=False,
-        )
-    except requests.Timeout:
-        raise TransientError(f"the Teams webhook did not answer within {timeout:g}s") from None
-    except requests.RequestException as err:  # connection refused or reset, DNS, TLS
-        raise TransientError(f"the Teams webhook is unreachable ({type(err).__name__})") from None
-    status = response.status_code
-    if 200 <= status < 300:
-        run = response.headers.get("x-ms-workflow-run-id")
-        reason = response.reason or "Accepted"
-        return (
-            f"posted card to Teams ({status} {reason}, run {run[:60]})" if run else f"posted card to Teams ({status})"
-        )
-    code = _error_code(response)
-    if status == 429:
-        wait = retry_after(response.headers) or 1.0
-        raise TransientError(f"the Teams webhook is throttling (429{code}, Retry-After {wait:g}s)", retry_after=wait)
-    if status >= 500 or status == 408:
-        raise TransientError(f"the Teams webhook answered {status}{code}")
-    if 300 <= status < 400:
-        raise ConfigError(f"the Teams webhook answered a redirect ({status}): {_SECRET} must be the trigger's own URL")
-    if status in (401, 403):
-        raise ConfigError(
-            f"the workflow refused the request ({status}{code}): its URL signature is wrong or the workflow is "
-            f"turned off; copy the trigger's HTTP POST URL into {_SECRET} and turn the workflow on"
-        )
-    if status == 404:
-        raise ConfigError(
-            f"no workflow answers at TEAMS_WEBHOOK_URL (404{code}): it was deleted or the URL is wrong; create a "
-            f"'Post to a channel when a webhook request is received' workflow and store its URL in {_SECRET}"
-        )
-    if status == 400:
-        raise ConfigError(
-            f"the workflow rejected the message (400{code}): if its trigger has a request body JSON schema, "
-            "remove it or make it accept an Adaptive Card message"
-        )
-    raise ConfigError(f"the Teams webhook answered {status}{code}: check {_SECRET}")
-
-
-@cache
-def _session() -> requests.Session:
-    import requests
-
-    return requests.Session()
-
-
-def _error_code(response: requests.Response) -> str:
-    """Power Automate's ``{"error": {"code": ...}}`` as " ErrorCode" (never the message: it may echo the URL)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    error = body.get("error") if isinstance(body, dict) else None
-    code = error.get("code") if isinstance(error, dict) else None
-    return f" {re.sub(r'[^A-Za-z0-9_.-]', '', str(code))[:80]}" if code else ""
+        raise Skip(f"{where(event)} is not in TEAMS_PIPELINES")
+    return post_card(config.webhook_url, encode(teams_message(event)), config.timeout_seconds)
 
 
 # --- the message ---------------------------------------------------------------------------
@@ -207,7 +118,7 @@ def adaptive_card(event: BuildkiteEvent, *, value_limit: int = VALUE_LIMIT, mess
     if build is None:
         raise InvalidEvent("no build to describe")
     state = build.effective_state or "unknown"
-    icon, verb, colour = _LOOK.get(state, ("ℹ️", clean(state)[:40] or "finished", "Default"))
+    shown = look(state)
     pipeline = event.pipeline
     name = clean(pipeline.name if pipeline and pipeline.name else event.pipeline_slug) or "unknown pipeline"
     number = f"#{build.number}" if build.number is not None else "(no number)"
@@ -215,7 +126,7 @@ def adaptive_card(event: BuildkiteEvent, *, value_limit: int = VALUE_LIMIT, mess
     creator = clean(build.creator.display if build.creator else None)
 
     def value(text: str | None) -> str | None:
-        return fit(clean(text), value_limit, escaper=md_escape) or None
+        return fit(clean(text), value_limit, md_escape) or None
 
     facts = [
         ("Pipeline", value(name)),
@@ -224,49 +135,36 @@ def adaptive_card(event: BuildkiteEvent, *, value_limit: int = VALUE_LIMIT, mess
         ("Commit", value(build.short_commit)),
         ("Author", value(author or creator)),
         ("Triggered by", value(creator) if author and creator and author != creator else None),
-        ("State", md_escape(state if state in _LOOK else clean(state)[:40])),
+        ("State", md_escape(clean(state)[:40])),
         ("Duration", format_duration(build.duration_seconds)),
     ]
-    suffix = md_escape(f" {number} {verb}")  # the name is cut, never the build and its state
-    title = f"{icon} " + fit(name, TITLE_LIMIT - units(suffix)) + suffix
+    suffix = md_escape(f" {number} {shown.verb}")  # the name is cut, never the build and its state
+    title = f"{shown.icon} " + fit(name, TITLE_LIMIT - units(suffix), md_escape) + suffix
+    colour = shown.tone.capitalize()
     body: list[dict[str, Any]] = [
         {"type": "TextBlock", "text": title, "size": "Large", "weight": "Bolder", "color": colour, "wrap": True}
     ]
-    line = fit(clean(build.message_title), message_limit, escaper=str)
+    line = fit(clean(build.message_title), message_limit)
     if line:  # a TextRun takes no markdown: the text shows as written
         body.append({"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": line, "italic": True}]})
     body.append({"type": "FactSet", "facts": [{"title": t, "value": v} for t, v in facts if v]})
-    context = _context(event)
+    context = context_line(event)
     if context:
-        body.append(
-            {"type": "TextBlock", "text": fit(context, VALUE_LIMIT, escaper=md_escape), "isSubtle": True, "wrap": True}
-        )
+        body.append({"type": "TextBlock", "text": fit(context, VALUE_LIMIT, md_escape), "isSubtle": True, "wrap": True})
     card: dict[str, Any] = {
         "type": "AdaptiveCard",
         "$schema": CARD_SCHEMA,
         "version": CARD_VERSION,
-        "fallbackText": fit(name, TITLE_LIMIT - units(suffix)) + suffix,
+        "fallbackText": fit(name, TITLE_LIMIT - units(suffix), md_escape) + suffix,
         "body": body,
     }
-    url = safe_url(build.web_url)
+    url = safe_url(build.web_url, URL_LIMIT)
     if url:
         card["actions"] = [{"type": "Action.OpenUrl", "title": "View Build", "url": url}]
     return card
 
 
-def _context(event: BuildkiteEvent) -> str:
-    build = event.build
-    parts = [clean(event.organization)]
-    if build and build.pull_request:
-        parts.append(f"pull request #{clean(build.pull_request.id)}")
-    if build and build.source:
-        parts.append(f"via {clean(build.source)}")
-    if build and build.finished_at:
-        parts.append(f"finished {build.finished_at:%Y-%m-%d %H:%M} UTC")
-    return " · ".join(part for part in parts if part)
-
-
-# --- text: clean, escape, cut --------------------------------------------------------------
+# --- markdown -----------------------------------------------------------------------------
 
 # What makes markdown structure in a TextBlock or Fact: emphasis, code, links and images,
 # HTML-like tags (<at> mentions), {{DATE()}} functions; a leading "# ", "- ", "+ " or "1." too.
@@ -281,33 +179,3 @@ def md_escape(text: str) -> str:
     if match and match.group(1).isdigit():
         return text[: match.end()] + "\\" + text[match.end() :]
     return "\\" + text if match else text
-
-
-def fit(text: str, limit: int, *, escaper: Callable[[str], str] = md_escape, ellipsis: str = "…") -> str:
-    """``escaper(text)``, cut to ``limit`` units between characters: never inside an escape,
-    a surrogate pair, or a character and its combining marks, emoji modifiers and
-    zero-width-joined parts."""
-    whole = escaper(text)
-    if units(whole) <= limit:
-        return whole
-    budget, kept = limit - units(ellipsis), ""
-    for cluster in clusters(text):
-        candidate = kept + cluster
-        if units(escaper(candidate)) > budget:
-            break
-        kept = candidate
-    return escaper(kept.rstrip()) + ellipsis
-
-
-def safe_url(value: str | None) -> str | None:
-    return _safe_url(value, URL_LIMIT)
-
-
-def notify_states(values: tuple[str, ...], variable: str = "TEAMS_NOTIFY_STATES") -> frozenset[str]:
-    return _notify_states(values, variable)
-
-
-def check_url(url: str, variable: str) -> None:
-    _check_url(
-        url, variable, ": copy the HTTP POST URL of the workflow's 'When a Teams webhook request is received' trigger"
-    )

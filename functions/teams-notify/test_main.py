@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from buildkite_events import Nack
+from buildkite_events.text import clusters
 from tests.support import cloud_event, envelope, load_function, log_lines, mcncl, payload, payload_names
 from tools.local.standin import Fault, StandIn
 from tools.local.standins import teams as teams_api
@@ -222,13 +223,14 @@ def test_a_failed_build_reads_well(teams: StandIn) -> None:
 
 
 def test_each_state_has_its_own_title(teams: StandIn) -> None:
-    for name in ("build.finished.passed", "build.finished.blocked", "build.finished.canceled"):
-        deliver(payload(name))
+    for name in ("passed", "blocked", "canceled", "blocked.failed"):
+        deliver(payload(f"build.finished.{name}"))
     titles = [(card["body"][0]["text"], card["body"][0]["color"]) for card in teams_api.cards(teams)]
     assert titles == [
         ("✅ My Pipeline #2041 passed", "Good"),
         ("⏸️ My Pipeline #2043 is blocked", "Warning"),
         ("⛔ My Pipeline #2044 was canceled", "Warning"),
+        ("🔴 My Pipeline #2047 failed", "Attention"),  # its block step set the build to failed
     ]
 
 
@@ -272,7 +274,7 @@ def test_20000_character_messages_stay_under_28_kb(teams: StandIn, message: str)
     assert line is not None and line.endswith("…") and fn.units(line) <= fn.MESSAGE_LIMIT
     kept = line[:-1]
     assert message.startswith(kept)
-    assert list(fn.clusters(kept)) == list(fn.clusters(message))[: len(list(fn.clusters(kept)))]
+    assert list(clusters(kept)) == list(clusters(message))[: len(list(clusters(kept)))]
 
 
 def test_everything_huge_at_once_still_fits(teams: StandIn) -> None:
@@ -350,9 +352,10 @@ def test_configured_states_and_pipelines(teams: StandIn, monkeypatch: pytest.Mon
     for name in ("build.finished.passed", "build.finished.blocked", "build.finished.failed"):
         deliver(payload(name))
     deliver(failed_build(number=7, branch="feature/x"))
-    messages = [line["message"] for line in outcome_lines(capsys)]
-    assert messages[0] == "done: skipped: state passed not notified"
-    assert messages[3] == "done: skipped: my-pipeline@feature/x is not in TEAMS_PIPELINES"
+    lines = outcome_lines(capsys)
+    assert [line["outcome"] for line in lines] == ["skipped", "done", "done", "skipped"]
+    assert lines[0]["message"] == "skipped: state passed not notified"
+    assert lines[3]["message"] == "skipped: my-pipeline@feature/x is not in TEAMS_PIPELINES"
     assert [card["body"][0]["text"] for card in teams_api.cards(teams)] == [
         "⏸️ My Pipeline #2043 is blocked",
         "🔴 My Pipeline #2042 failed",
@@ -398,7 +401,7 @@ def test_a_long_retry_after_nacks_at_once(teams: StandIn, monkeypatch: pytest.Mo
     configure(monkeypatch, RETRY_BUDGET_SECONDS="30")
     teams_api.throttle(teams, count=1, retry_after=600)
     started = time.monotonic()
-    with pytest.raises(Nack, match=r"throttling \(429 WorkflowTriggerIsThrottled, Retry-After 600s\)"):
+    with pytest.raises(Nack, match=r"answered 429 WorkflowTriggerIsThrottled \(Retry-After 600s\)"):
         deliver(payload("build.finished.failed"))
     assert time.monotonic() - started < 5
     assert [line["outcome"] for line in outcome_lines(capsys)] == ["retry"]

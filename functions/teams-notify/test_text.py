@@ -8,6 +8,8 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from buildkite_events.notify import BuildGlob
+from buildkite_events.text import clean, clusters, fit, units
 from tests.support import load_function
 
 fn: Any = load_function("teams-notify")
@@ -61,28 +63,28 @@ def unescape(text: str) -> str:
 @example(text="[" * 100, limit=10)
 @example(text="1. item", limit=300)
 def test_md_escape_then_cut_leaves_no_markdown(text: str, limit: int) -> None:
-    cleaned = fn.clean(text)
-    out = fn.fit(cleaned, limit)
-    assert fn.units(out) <= limit
+    cleaned = clean(text)
+    out = fit(cleaned, limit, fn.md_escape)
+    assert units(out) <= limit
     body = out.removesuffix("…") if out != fn.md_escape(cleaned) else out
     assert unescaped_markdown(body) == []
     assert not re.search(r"^(#{1,6}(\s|$)|[-+]\s|\d{1,9}[.)](\s|$))", body)  # no heading or list
     assert cleaned.startswith(unescape(body).rstrip())
-    kept = list(fn.clusters(unescape(body)))
-    assert kept == list(fn.clusters(cleaned))[: len(kept)]
+    kept = list(clusters(unescape(body)))
+    assert kept == list(clusters(cleaned))[: len(kept)]
 
 
 @given(text=texts)
 def test_md_escape_round_trips(text: str) -> None:
-    cleaned = fn.clean(text)
+    cleaned = clean(text)
     assert unescape(fn.md_escape(cleaned)) == cleaned
 
 
 def test_pipelines_parse() -> None:
     assert fn.parse_pipelines(("deploy-*@main", " api ", "*@release/*")) == (
-        ("deploy-*", "main"),
-        ("api", None),
-        ("*", "release/*"),
+        BuildGlob("deploy-*", "main"),
+        BuildGlob("api"),
+        BuildGlob("*", "release/*"),
     )
     config = fn.Config(webhook_url="https://x.example/workflows/1?sig=s", pipelines=("deploy-*@main", "api"))
     assert config.wants("deploy-web", "main") and config.wants("api", None)

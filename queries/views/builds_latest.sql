@@ -6,13 +6,14 @@
 -- When the same build arrived from both producers, the row from our ingress wins over the one
 -- from mcncl/buildkite-pubsub, which drops fields.
 --
--- outcome is the verdict a person would name: "failed" for a failed build (blocked or not),
--- "blocked" for one waiting on a block step, else the state (passed, canceled, skipped,
--- not_run). Only passed and failed are verdicts.
+-- outcome is the verdict a person would name, defined as buildkite_events' Build.effective_state:
+-- "failed" for a failed build, and for one stopped on a block step whose blocked_state is
+-- failed; "blocked" for any other build waiting on a block step; else the state (passed,
+-- canceled, skipped, not_run). Only passed and failed are verdicts.
 SELECT
   * EXCEPT (row_rank),
   CASE
-    WHEN state = 'failed' THEN 'failed'
+    WHEN state = 'failed' OR (blocked AND blocked_state = 'failed') THEN 'failed'
     WHEN blocked THEN 'blocked'
     ELSE state
   END AS outcome

@@ -211,8 +211,24 @@ class Build:
 
     @property
     def effective_state(self) -> str | None:
-        """The state a person would name: "blocked" for a blocked build, else ``state``."""
+        """The verdict a person would name; every function, and the ``builds_latest`` view
+        (queries/views/builds_latest.sql), uses this one definition.
+
+        "failed" when ``state`` is failed, or when the build is stopped on a block step whose
+        ``blocked_state`` (the state the block step sets the build to) is failed; "blocked" for
+        any other build waiting on a block step; else ``state``.
+        """
+        if self.state == "failed" or (self.is_blocked and self.blocked_state == "failed"):
+            return "failed"
         return "blocked" if self.is_blocked else self.state
+
+    @property
+    def latest_at(self) -> datetime | None:
+        """The build's latest own timestamp. It only grows as the build moves on (after an
+        unblock the same build sends ``build.running`` again, with later timestamps), so it
+        orders two events of one build whichever arrives first."""
+        stamps = (self.created_at, self.scheduled_at, self.started_at, self.failing_at, self.finished_at)
+        return max((stamp for stamp in stamps if stamp is not None), default=None)
 
     @property
     def message_title(self) -> str | None:

@@ -6,10 +6,13 @@
 
 For every delivery it parses the event, applies the function's own manifest filter (the
 Pub/Sub emulator and Eventarc triggers do not filter), loads the config once per
-instance, claims the event when the manifest asks for idempotency, runs the handler with
-bounded retries, and logs one ``outcome`` line. Returning normally acks (2xx); raising
-``Nack`` answers 500 so Pub/Sub redelivers and, in the end, dead-letters.
+instance, claims the event when the manifest declares ``state: [idempotency]``, runs the
+handler with bounded retries, and logs one ``outcome`` line. The claim, the handler, their
+retries and every Firestore call share one time budget (``RETRY_BUDGET_SECONDS``).
+Returning normally acks (2xx); raising ``Nack`` answers 500 so Pub/Sub redelivers and, in
+the end, dead-letters.
 
+- ``Skip`` (the handler has nothing to do for this event) → "skipped", info, ack.
 - ``InvalidEvent`` (from parsing or the handler) → warning, ack.
 - ``TransientError`` → tenacity retries within the budget, then nack.
 - ``ConfigError`` and anything unexpected → error, nack: the message waits in the dead-letter queue.
@@ -30,8 +33,9 @@ from typing import Any, Generic, TypeVar
 from flask import has_request_context, request  # functions-framework has loaded Flask already
 from werkzeug.exceptions import InternalServerError
 
+from .budget import budget, remaining
 from .config import load_config, secret_values
-from .errors import ACKED_OUTCOMES, ConfigError, InvalidEvent, TransientError
+from .errors import ACKED_OUTCOMES, ConfigError, InvalidEvent, Skip, TransientError
 from .event import BuildkiteEvent
 from .filters import Filter, parse_filter
 from .framework import accept_pushes_without_data
@@ -45,7 +49,13 @@ Handler = Callable[[BuildkiteEvent, C], "str | None"]
 
 MAX_ATTEMPTS = 4
 FIRST_BACKOFF_SECONDS = 0.5
-_LEVELS = {"done": logging.INFO, "duplicate": logging.INFO, "filtered": logging.INFO, "invalid": logging.WARNING}
+_LEVELS = {
+    "done": logging.INFO,
+    "skipped": logging.INFO,
+    "duplicate": logging.INFO,
+    "filtered": logging.INFO,
+    "invalid": logging.WARNING,
+}
 
 
 class Nack(InternalServerError):
@@ -141,14 +151,22 @@ def _handle(instance: _Instance[C], handler: Handler[C], event: BuildkiteEvent) 
     attributes = event.attributes or message_attributes(event)  # a raw body has none: derive them
     if not instance.accepts(attributes):
         return "filtered", f"{event.event_type} does not match this function's filter"
+    with budget(_retry_budget(instance)):  # one budget for the claim, the handler and their retries
+        return _run(instance, handler, event)
+
+
+def _run(instance: _Instance[C], handler: Handler[C], event: BuildkiteEvent) -> tuple[str, str | None]:
     claim = None
     try:
         config = instance.config()
         if instance.manifest.idempotency:
-            claim = _with_retries(instance, lambda: instance.store().claim(event.key))
+            claim = _with_retries(lambda: instance.store().claim(event.key))
             if claim.state == "done":
                 return "duplicate", "already handled this event"
-        result = _with_retries(instance, lambda: handler(event, config))  # type: ignore[arg-type]
+        result = _with_retries(lambda: handler(event, config))  # type: ignore[arg-type]
+    except Skip as err:  # nothing happened: a replay after a config change may act
+        _release(instance, claim)
+        return "skipped", str(err)
     except InvalidEvent as err:
         _release(instance, claim, complete=True)
         return "invalid", str(err)
@@ -176,27 +194,28 @@ def _release(instance: _Instance[Any], claim: Any, *, complete: bool = False) ->
         log(logging.WARNING, f"could not release idempotency claim: {type(err).__name__}")
 
 
-def _with_retries(instance: _Instance[Any], call: Callable[[], Any]) -> Any:
-    """Call once; on ``TransientError``, retry with tenacity inside the time budget."""
+def _with_retries(call: Callable[[], Any]) -> Any:
+    """Call once; on ``TransientError``, retry with tenacity within what the budget has left."""
     try:
         return call()
     except TransientError as first:
-        budget = _retry_budget(instance)
+        left = remaining() or 0.0
         pause = first.retry_after if first.retry_after is not None else FIRST_BACKOFF_SECONDS
-        if budget <= 0 or pause >= budget:
+        if pause >= left:
             raise
         log(logging.INFO, f"transient failure, retrying in {pause:g}s: {first}")
         time.sleep(pause)
-        budget -= pause
-    return _retrying(budget)(call)
+    return _retrying()(call)
 
 
 def _retry_budget(instance: _Instance[Any]) -> float:
+    """RETRY_BUDGET_SECONDS, by default half the function's timeout and at most 30 s: what the
+    claim, the handler and their retries may spend before the delivery gives up (nack)."""
     default = min(30.0, instance.manifest.timeout_seconds / 2)
     return float(os.environ.get("RETRY_BUDGET_SECONDS", default))
 
 
-def _retrying(budget: float) -> Callable[[Callable[[], Any]], Any]:
+def _retrying() -> Callable[[Callable[[], Any]], Any]:
     from tenacity import (
         RetryCallState,
         Retrying,
@@ -207,7 +226,7 @@ def _retrying(budget: float) -> Callable[[Callable[[], Any]], Any]:
     )
     from tenacity.stop import stop_base
 
-    deadline = time.monotonic() + budget
+    deadline = time.monotonic() + (remaining() or 0.0)
     backoff = wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5)
     attempts = int(os.environ.get("RETRY_MAX_ATTEMPTS", MAX_ATTEMPTS)) - 1
 

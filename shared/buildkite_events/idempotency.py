@@ -12,43 +12,43 @@ A handler claims a key before its side effect and completes the claim after it::
         raise
     store.complete(claim, ts=response_ts)
 
-One Firestore document per (scope, key). ``create()`` is the lock: Firestore refuses a
-second create of the same id, so of two racing deliveries exactly one acquires. A claim
-is a lease: if its holder dies (instance killed, timeout) the lease runs out and the
-next delivery takes it over inside a transaction. Lease age is measured on the server's
-clock (document update time vs. the transaction's read time), so instance clock skew
-cannot cut a live lease short.
+One document per (scope, key) in the state collection (buildkite_events.state). ``create()``
+is the lock: Firestore refuses a second create of the same id, so of two racing deliveries
+exactly one acquires. A claim is a lease: if its holder dies (instance killed, timeout) the
+lease runs out and the next delivery takes it over. Lease age is measured on the server's
+clock (document update time vs. the read's time), so instance clock skew cannot cut a live
+lease short. Every write after a read is conditional on the document being unchanged.
 
 ``complete`` records "done" even when the caller's lease was lost in the meantime: once
 the side effect has happened, remembering that is what keeps later deliveries from
 repeating it, whoever owns the lease. ``release`` on the other hand only deletes a
 pending claim its caller still owns, and never a done one.
-
-Give the collection a Firestore TTL policy on ``expire_at`` so old records disappear.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import hashlib
 import logging
-import re
-import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from buildkite_events.errors import ConfigError, FanoutError, TransientError
+from .errors import TransientError
+from .state import (
+    MAX_CONFLICTS,
+    MAX_STORED_KEY,
+    call_options,
+    check_kind,
+    document,
+    expire_at,
+    translated,
+    unchanged_since,
+    won,
+)
 
 __all__ = ["Claim", "IdempotencyStore"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_COLLECTION = "buildkite-fanout-idempotency"
-_SCOPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_MAX_STORED_KEY = 1024  # the key is kept for people reading the collection, not for lookups
 
 
 @dataclass(frozen=True)
@@ -62,207 +62,123 @@ class Claim:
 
 class IdempotencyStore:
     def __init__(
-        self,
-        *,
-        scope: str,
-        collection: str = DEFAULT_COLLECTION,
-        lease_seconds: float = 120,
-        ttl_days: int = 30,
-        client: Any | None = None,
-        project: str | None = None,
-        rpc_timeout: float = 10.0,
+        self, *, scope: str, lease_seconds: float = 120, ttl_days: int = 30, firestore_client: Any = None
     ) -> None:
-        if not _SCOPE_RE.match(scope):
-            raise ValueError(f"scope must match {_SCOPE_RE.pattern}, got {scope!r}")
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
-        self.scope = scope
-        self.collection = collection
+        self.scope = check_kind(scope)
         self.lease_seconds = float(lease_seconds)
         self.ttl = dt.timedelta(days=ttl_days)
-        self.rpc_timeout = rpc_timeout
-        self._project = project
-        self._client = client
-        self._client_lock = threading.Lock()
-
-    # -- public API -------------------------------------------------------------------
-
-    def doc_id(self, key: str) -> str:
-        # Keys may be long or contain "/", which Firestore ids cannot.
-        return f"{self.scope}:{hashlib.sha256(key.encode()).hexdigest()[:40]}"
+        self._client = firestore_client
 
     def claim(self, key: str) -> Claim:
         """Acquire the key, learn it is done, or raise TransientError while another holds it."""
-        if not key:
-            raise ValueError("idempotency key must not be empty")
-        from google.api_core.exceptions import AlreadyExists
-
-        doc_id = self.doc_id(key)
+        ref = self._ref(key)
         token = uuid.uuid4().hex
-        ref = self._ref(doc_id)
-        with self._translated("claim"):
-            try:
-                ref.create(self._pending_doc(key, token), timeout=self.rpc_timeout)
-                return Claim(key, self.scope, doc_id, token, "acquired")
-            except AlreadyExists:
-                pass
-            state = self._run_in_transaction(self._claim_existing, ref, key, token)
-        return Claim(key, self.scope, doc_id, token, state)
+        with translated("claim"):
+            if won(lambda: ref.create(self._pending(key, token), **call_options())):
+                return Claim(key, self.scope, ref.id, token, "acquired")
+            for _ in range(MAX_CONFLICTS):
+                state = self._claim_existing(ref, key, token)
+                if state is not None:
+                    return Claim(key, self.scope, ref.id, token, state)
+        raise TransientError(f"{ref.id} kept changing while being claimed; will try again")
 
     def complete(self, claim: Claim, **details: str | int | None) -> None:
         """Record that the side effect happened, so later deliveries skip it."""
         if claim.state == "done":
             return
-        with self._translated("complete"):
-            self._run_in_transaction(self._complete, self._ref(claim.doc_id), claim, details)
+        ref = self._ref(claim.key)
+        with translated("complete"):
+            for _ in range(MAX_CONFLICTS):
+                snapshot = ref.get(**call_options())
+                data = (snapshot.to_dict() or {}) if snapshot.exists else {}
+                if data.get("state") == "done":
+                    log.info("idempotency record %s was already done; keeping the first", ref.id)
+                    return
+                if data and data.get("owner") != claim.token:
+                    # Our lease ran out while the side effect ran. It did happen, so record it
+                    # anyway: that is what stops yet another repeat.
+                    log.warning("idempotency lease on %s was lost before completion; recording done", ref.id)
+                if self._record_done(ref, snapshot, claim, details):
+                    return
+        raise TransientError(f"{ref.id} kept changing while being completed")
 
     def release(self, claim: Claim) -> None:
         """After a failed attempt: drop our pending claim so the retry can claim at once."""
         if claim.state == "done":
             return
-        with self._translated("release"):
-            self._run_in_transaction(self._release, self._ref(claim.doc_id), claim)
+        ref = self._ref(claim.key)
+        with translated("release"):
+            snapshot = ref.get(**call_options())
+            data = (snapshot.to_dict() or {}) if snapshot.exists else {}
+            mine = data.get("state") == "pending" and data.get("owner") == claim.token
+            if not (mine and won(lambda: ref.delete(**unchanged_since(snapshot, self._client), **call_options()))):
+                log.info("idempotency record %s is no longer ours to release", ref.id)
 
-    # -- transaction bodies (may run more than once on contention) ---------------------
+    # -- plumbing -------------------------------------------------------------------------
 
-    def _claim_existing(self, txn: Any, ref: Any, key: str, token: str) -> str:
-        snap = ref.get(transaction=txn, timeout=self.rpc_timeout)
-        if not snap.exists:  # released between our create() and this read
-            txn.create(ref, self._pending_doc(key, token))
-            return "acquired"
-        data = snap.to_dict() or {}
+    def _claim_existing(self, ref: Any, key: str, token: str) -> Literal["acquired", "done"] | None:
+        """One read and at most one conditional write; None if another writer came first."""
+        from google.cloud import firestore
+
+        snapshot = ref.get(**call_options())
+        if not snapshot.exists:  # released between our create() and this read
+            return "acquired" if won(lambda: ref.create(self._pending(key, token), **call_options())) else None
+        data = snapshot.to_dict() or {}
         if data.get("state") == "done":
             return "done"
         lease = float(data.get("lease_seconds") or self.lease_seconds)
-        now = snap.read_time or dt.datetime.now(dt.UTC)
-        # Every write to a pending doc (create or takeover) restarts its lease.
-        remaining = (snap.update_time + dt.timedelta(seconds=lease) - now).total_seconds()
-        if remaining > 0:
-            raise TransientError(
-                f"{ref.id} is being processed by another delivery",
-                retry_after=round(remaining, 3),
-            )
-        from google.cloud import firestore
-
-        log.warning("idempotency lease on %s expired %.1fs ago; taking it over", ref.id, -remaining)
-        txn.update(
-            ref,
-            {
-                "owner": token,
-                "previous_owner": data.get("owner"),
-                "lease_seconds": self.lease_seconds,
-                "attempts": firestore.Increment(1),
-                "claimed_at": firestore.SERVER_TIMESTAMP,
-            },
-        )
+        now = snapshot.read_time or dt.datetime.now(dt.UTC)
+        # Every write to a pending document (create or takeover) restarts its lease.
+        left = (snapshot.update_time + dt.timedelta(seconds=lease) - now).total_seconds()
+        if left > 0:
+            raise TransientError(f"{ref.id} is being processed by another delivery", retry_after=round(left, 3))
+        takeover = {
+            "owner": token,
+            "previous_owner": data.get("owner"),
+            "lease_seconds": self.lease_seconds,
+            "attempts": firestore.Increment(1),
+            "claimed_at": firestore.SERVER_TIMESTAMP,
+        }
+        if not won(lambda: ref.update(takeover, **unchanged_since(snapshot, self._client), **call_options())):
+            return None
+        log.warning("idempotency lease on %s expired %.1fs ago; took it over", ref.id, -left)
         return "acquired"
 
-    def _complete(self, txn: Any, ref: Any, claim: Claim, details: dict[str, Any]) -> None:
-        snap = ref.get(transaction=txn, timeout=self.rpc_timeout)
-        data = (snap.to_dict() or {}) if snap.exists else {}
-        if data.get("state") == "done":
-            log.info("idempotency record %s was already done; keeping the first", ref.id)
-            return
-        from google.cloud import firestore
+    def _record_done(self, ref: Any, snapshot: Any, claim: Claim, details: dict[str, Any]) -> bool:
+        done = self._done(claim, details)
+        if snapshot.exists:
+            return won(lambda: ref.update(done, **unchanged_since(snapshot, self._client), **call_options()))
+        return won(lambda: ref.create({**self._base(claim.key), **done}, **call_options()))
 
-        done = {
-            "state": "done",
-            "completed_by": claim.token,
-            "completed_at": firestore.SERVER_TIMESTAMP,
-            "expire_at": self._expire_at(),
-            "details": details,
-        }
-        if data.get("owner") == claim.token:
-            txn.update(ref, done)
-            return
-        # Our lease ran out (or the doc vanished) while the side effect ran. It did
-        # happen, so record it anyway: that is what stops yet another repeat.
-        log.warning("idempotency lease on %s was lost before completion; recording done", ref.id)
-        txn.set(ref, {**self._base_doc(claim.key), **done, "owner": data.get("owner")})
+    def _ref(self, key: str) -> Any:
+        return document(self.scope, key, self._client)
 
-    def _release(self, txn: Any, ref: Any, claim: Claim) -> None:
-        snap = ref.get(transaction=txn, timeout=self.rpc_timeout)
-        if not snap.exists:
-            return
-        data = snap.to_dict() or {}
-        if data.get("state") == "pending" and data.get("owner") == claim.token:
-            txn.delete(ref)
-        else:
-            log.info("idempotency record %s is no longer ours to release", ref.id)
+    def _base(self, key: str) -> dict[str, Any]:
+        return {"scope": self.scope, "key": key[:MAX_STORED_KEY]}
 
-    # -- plumbing -----------------------------------------------------------------------
-
-    @property
-    def client(self) -> Any:
-        # Created on first use, not at import or construction: cold starts stay cheap
-        # for deliveries that never reach a side effect.
-        if self._client is None:
-            with self._client_lock:
-                if self._client is None:
-                    from google.cloud import firestore
-
-                    with self._translated("connect"):
-                        self._client = firestore.Client(project=self._project)
-        return self._client
-
-    def _ref(self, doc_id: str) -> Any:
-        return self.client.collection(self.collection).document(doc_id)
-
-    def _run_in_transaction(self, body: Any, *args: Any) -> Any:
-        from google.cloud import firestore
-
-        return firestore.transactional(body)(self.client.transaction(), *args)
-
-    def _base_doc(self, key: str) -> dict[str, Any]:
-        return {"scope": self.scope, "key": key[:_MAX_STORED_KEY]}
-
-    def _pending_doc(self, key: str, token: str) -> dict[str, Any]:
+    def _pending(self, key: str, token: str) -> dict[str, Any]:
         from google.cloud import firestore
 
         return {
-            **self._base_doc(key),
+            **self._base(key),
             "state": "pending",
             "owner": token,
             "lease_seconds": self.lease_seconds,
             "attempts": 1,
             "claimed_at": firestore.SERVER_TIMESTAMP,
             # A claim whose holder vanished without release still gets cleaned up.
-            "expire_at": self._expire_at(),
+            "expire_at": expire_at(self.ttl),
         }
 
-    def _expire_at(self) -> dt.datetime:
-        return dt.datetime.now(dt.UTC) + self.ttl
+    def _done(self, claim: Claim, details: dict[str, Any]) -> dict[str, Any]:
+        from google.cloud import firestore
 
-    @contextlib.contextmanager
-    def _translated(self, action: str) -> Iterator[None]:
-        """Map Firestore failures onto the project's error kinds (see buildkite_events.errors)."""
-        from google.api_core import exceptions as gexc
-        from google.auth.exceptions import DefaultCredentialsError
-
-        what = f"Firestore {action} in {self.collection!r}"
-        try:
-            yield
-        except FanoutError:
-            raise
-        except (
-            gexc.PermissionDenied,
-            gexc.Unauthenticated,
-            gexc.NotFound,  # database missing or collection path invalid
-            gexc.FailedPrecondition,  # e.g. a Datastore-mode database
-            DefaultCredentialsError,
-        ) as err:
-            raise ConfigError(f"{what} failed: {type(err).__name__}: {err}") from err
-        except (
-            gexc.Aborted,
-            gexc.DeadlineExceeded,
-            gexc.ServiceUnavailable,
-            gexc.InternalServerError,
-            gexc.TooManyRequests,
-            gexc.RetryError,
-        ) as err:
-            raise TransientError(f"{what} failed: {type(err).__name__}: {err}") from err
-        except ValueError as err:
-            # The transaction helper wraps "Aborted too many times" in a ValueError.
-            if isinstance(err.__cause__, gexc.Aborted):
-                raise TransientError(f"{what} kept conflicting: {err}") from err
-            raise
+        return {
+            "state": "done",
+            "completed_by": claim.token,
+            "completed_at": firestore.SERVER_TIMESTAMP,
+            "expire_at": expire_at(self.ttl),
+            "details": details,
+        }

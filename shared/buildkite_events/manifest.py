@@ -23,6 +23,10 @@ class Delivery:
     max_delivery_attempts: int = 5
 
 
+STATE_KINDS = ("idempotency", "records")
+"""What a function may keep in Firestore (buildkite_events.state): claims per event, ordered records."""
+
+
 @dataclass(frozen=True)
 class Manifest:
     name: str
@@ -30,7 +34,7 @@ class Manifest:
     trigger: str
     filter: str = ""
     timeout_seconds: int = 60
-    idempotency: bool = False
+    state: frozenset[str] = frozenset()
     env: dict[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
     optional_secrets: tuple[str, ...] = ()  # mounted only when Terraform is told they have a version
@@ -42,6 +46,16 @@ class Manifest:
     def is_pubsub(self) -> bool:
         return self.trigger == "pubsub"
 
+    @property
+    def idempotency(self) -> bool:
+        """Claim each event in Firestore before the side effect (the handler does it)."""
+        return "idempotency" in self.state
+
+    @property
+    def uses_firestore(self) -> bool:
+        """Any state at all: the Firestore client ships, and Terraform grants the database."""
+        return bool(self.state)
+
 
 def parse_manifest(raw: dict[str, Any], path: Path | None = None) -> Manifest:
     resources = raw.get("resources") or {}
@@ -52,7 +66,7 @@ def parse_manifest(raw: dict[str, Any], path: Path | None = None) -> Manifest:
         trigger=raw["trigger"],
         filter=raw.get("filter") or "",
         timeout_seconds=int(resources.get("timeout_seconds", 60)),
-        idempotency=bool(raw.get("idempotency", False)),
+        state=_state(raw.get("state"), path),
         env={str(k): "" if v is None else str(v) for k, v in (raw.get("env") or {}).items()},
         secrets=tuple(raw.get("secrets") or ()),
         optional_secrets=tuple(raw.get("optional_secrets") or ()),
@@ -60,6 +74,14 @@ def parse_manifest(raw: dict[str, Any], path: Path | None = None) -> Manifest:
         raw=raw,
         path=path,
     )
+
+
+def _state(value: Any, path: Path | None) -> frozenset[str]:
+    kinds = frozenset(str(kind) for kind in value or ())
+    unknown = sorted(kinds - set(STATE_KINDS))
+    if unknown:
+        raise ValueError(f"{path or 'manifest'}: unknown state {', '.join(unknown)}; known: {', '.join(STATE_KINDS)}")
+    return kinds
 
 
 @cache

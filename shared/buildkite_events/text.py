@@ -7,17 +7,11 @@ do (UTF-16 code units), and never cut inside a character a person would see as o
 
 from __future__ import annotations
 
-import math
+import itertools
 import re
 import unicodedata
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator
 from urllib.parse import quote, urlsplit
-
-from .errors import InvalidEvent
-from .event import Build, BuildkiteEvent
-
-FINISHED_STATES = ("passed", "failed", "blocked", "canceled", "skipped", "not_run")
 
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 # Bidi embeddings, overrides and isolates (they could reorder the text around them) and
@@ -72,6 +66,28 @@ def _extends(char: str) -> bool:
     )
 
 
+def fit(text: str, limit: int, escaper: Callable[[str], str] = str, ellipsis: str = "…") -> str:
+    """``escaper(text)``, cut to ``limit`` UTF-16 units between characters: never inside an
+    escape, a surrogate pair, or a character and its combining marks, emoji modifiers and
+    zero-width-joined parts. ``escaper`` is the provider's (Slack entities, markdown
+    backslashes); the cut is measured on the escaped text."""
+    whole = escaper(text)
+    if units(whole) <= limit:
+        return whole
+    budget = limit - units(ellipsis)
+    pieces = list(itertools.islice(clusters(text), max(budget, 0) + 1))  # each takes a unit at least
+    # Escaped text never gets shorter as the text grows, so the longest prefix that fits is
+    # found by bisection (a greedy scan re-escaping every prefix would be quadratic).
+    low, high = 0, len(pieces)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if units(escaper("".join(pieces[:middle]))) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return escaper("".join(pieces[:low]).rstrip()) + ellipsis
+
+
 def safe_url(value: str | None, max_length: int) -> str | None:
     """An http(s) URL fit for a link or a button, or None. Characters that could end a
     markup link early (``|``, ``<``, ``>``, spaces, quotes, non-ASCII) are percent-encoded."""
@@ -82,58 +98,3 @@ def safe_url(value: str | None, max_length: int) -> str | None:
         return None
     url = quote(value.strip(), safe=":/?#[]@!$&'()*+,;=%~-._")
     return url if len(url) <= max_length else None
-
-
-def check_url(url: str, variable: str, hint: str = "") -> None:
-    """https, or plain http to this machine only (a local stand-in). The value may be a
-    secret: the message never repeats it."""
-    parts = urlsplit(url)
-    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    if not parts.netloc or (parts.scheme != "https" and not (parts.scheme == "http" and local)):
-        raise ValueError(f"{variable} must be an https URL (plain http only to localhost){hint}")
-
-
-def notify_states(values: tuple[str, ...], variable: str) -> frozenset[str]:
-    """The configured finished states; ``all`` (or ``*``) means every one."""
-    states = {value.strip().lower() for value in values if value.strip()}
-    if states & {"all", "*"}:
-        return frozenset(FINISHED_STATES)
-    unknown = sorted(states - set(FINISHED_STATES))
-    if unknown:
-        hint = " (Buildkite spells it canceled)" if "cancelled" in unknown else ""
-        raise ValueError(
-            f"{variable}: unknown state {', '.join(unknown)}{hint}; use any of {', '.join(FINISHED_STATES)}, or all"
-        )
-    if not states:
-        raise ValueError(f"{variable} names no state; use any of {', '.join(FINISHED_STATES)}, or all")
-    return frozenset(states)
-
-
-def retry_after(headers: Mapping[str, Any]) -> float | None:
-    """Seconds from a Retry-After header (any case; a str or a one-item list), or None.
-    An HTTP-date form is not worth parsing here: the caller's backoff applies instead."""
-    for name, value in headers.items():
-        if name.lower() == "retry-after":
-            text = value[0] if isinstance(value, list | tuple) and value else value
-            try:
-                seconds = float(str(text).strip())
-            except ValueError:
-                return None
-            return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    return None
-
-
-def notified_build(event: BuildkiteEvent, states: frozenset[str]) -> Build | str:
-    """A finished build whose state is one of ``states``, or why it is not notified.
-
-    The state is the one a person would name: a build that finished blocked is "blocked".
-    """
-    build = event.build
-    if event.event_type != "build.finished":
-        return f"skipped: {event.event_type} is not build.finished"
-    if build is None:
-        raise InvalidEvent("build.finished carries no build (no id and no number)")
-    state = build.effective_state or "unknown"
-    if state not in states:
-        return f"skipped: state {clean(state)[:40]} not notified"
-    return build

@@ -140,7 +140,7 @@ run "each_runtime_account_has_exactly_its_manifest_roles" {
             "${role} on secret ${dirname(path)}-${lower(replace(variable, "_", "-"))}"
           ]
         ]),
-        try(yamldecode(file("../functions/${path}")).idempotency, false) == true ? ["roles/datastore.user on database (default)"] : [],
+        length(try(yamldecode(file("../functions/${path}")).state, [])) > 0 ? ["roles/datastore.user on database (default)"] : [],
       ))))
     ])
     error_message = "Some runtime account's roles differ from what its manifest asks for: ${jsonencode(output.runtime_roles)}"

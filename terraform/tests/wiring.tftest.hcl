@@ -365,10 +365,11 @@ run "functions_follow_their_manifests" {
     condition = (
       google_cloudfunctions2_function.function["chat-notify"].service_config[0].environment_variables["REGION"] == "europe-west1" &&
       google_cloudfunctions2_function.function["chat-notify"].service_config[0].environment_variables["CHAT_CHANNEL"] == "#builds" &&
+      google_cloudfunctions2_function.function["chat-notify"].service_config[0].environment_variables["STATE_COLLECTION"] == "buildkite-fanout-idempotency" &&
       google_cloudfunctions2_function.function["metrics-writer"].service_config[0].environment_variables["BIGQUERY_DATASET"] == "buildkite" &&
       google_cloudfunctions2_function.function["event-archive"].service_config[0].environment_variables["ARCHIVE_BUCKET"] == "fanout-test-buildkite-archive"
     )
-    error_message = "$${region}, $${bigquery_dataset} and $${archive_bucket} must be filled in; literal values kept."
+    error_message = "$${region}, $${state_collection}, $${bigquery_dataset} and $${archive_bucket} must be filled in; literal values kept."
   }
   assert {
     condition = jsonencode(google_cloudfunctions2_function.function["chat-notify"].service_config[0].secret_environment_variables) == jsonencode([

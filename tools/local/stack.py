@@ -24,7 +24,7 @@ from typing import Any
 from buildkite_events.errors import ACKED_OUTCOMES
 from buildkite_events.manifest import Manifest
 from buildkite_events.signature import sign
-from tools import LOCAL_PROJECT, ROOT, TOPIC
+from tools import LOCAL_PROJECT, LOCAL_STATE_COLLECTION, ROOT, TOPIC
 from tools.local import emulators
 from tools.manifests import all_manifests, function_dir, function_env
 
@@ -88,6 +88,7 @@ def _local_values(stack: LocalStack) -> dict[str, str]:
         "topic": TOPIC,
         "archive_bucket": ARCHIVE_BUCKET,
         "bigquery_dataset": BIGQUERY_DATASET,
+        "state_collection": LOCAL_STATE_COLLECTION,
         "bigquery_api_url": stack.services["bigquery"].url if "bigquery" in stack.services else "",
         "standin": stack.standin.url if stack.standin else "",
     }

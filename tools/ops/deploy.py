@@ -30,6 +30,7 @@ import zipfile
 from pathlib import Path
 
 from buildkite_events.manifest import Manifest
+from buildkite_events.state import DEFAULT_COLLECTION
 from tools import ROOT
 from tools.manifests import function_dir, function_env, manifest
 
@@ -47,8 +48,8 @@ _NOT_SHIPPED = shutil.ignore_patterns(
 def shared_requirements(m: Manifest) -> list[str]:
     project = tomllib.loads((SHARED / "pyproject.toml").read_text())["project"]
     requirements = list(project["dependencies"])
-    if m.idempotency:
-        requirements += project["optional-dependencies"]["idempotency"]
+    if m.uses_firestore:  # state: [...] in the manifest
+        requirements += project["optional-dependencies"]["firestore"]
     return requirements
 
 
@@ -98,6 +99,7 @@ def placeholder_values() -> dict[str, str]:
         "topic": os.environ.get("TOPIC", "buildkite-events"),
         "archive_bucket": os.environ.get("ARCHIVE_BUCKET", f"{project}-buildkite-archive"),
         "bigquery_dataset": os.environ.get("BIGQUERY_DATASET", "buildkite"),
+        "state_collection": os.environ.get("STATE_COLLECTION", DEFAULT_COLLECTION),
     }
 
 

@@ -2,8 +2,10 @@
 
 Commit statuses: create (201 with the status object; 422 for an unknown commit, a bad
 state or a description over 140 characters), list for a ref (newest first, paged) and the
-combined status. Tokens are checked (401 "Bad credentials"; 403 for a read-only token),
-unknown repositories answer 404. Rate limits as GitHub sends them: primary
+combined status. Tokens are checked (401 "Bad credentials"; 403 for a read-only token).
+Unknown repositories answer 404, and so does a repository the token cannot see (a private
+one outside a fine-grained token's selection, or where the App is not installed): GitHub
+never says 403 there, so as not to reveal that it exists. Rate limits as GitHub sends them: primary
 (403, ``x-ratelimit-remaining: 0`` + ``x-ratelimit-reset``) and secondary (403 or 429 with
 ``retry-after``). GitHub Apps: ``POST /app/installations/{id}/access_tokens`` verifies the
 RS256 JWT against the app's registered public key and issues an expiring token.
@@ -39,6 +41,7 @@ class Repo:
     full_name: str
     id: int
     commits: set[str] | None = None  # None: every 40-hex SHA exists
+    hidden_from: set[str] = field(default_factory=set)  # tokens that cannot see it (404)
     statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # sha -> oldest first
 
 
@@ -83,6 +86,13 @@ def add_repo(server: StandIn, full_name: str, commits: set[str] | None = None) -
     repo = Repo(full_name, 1000 + len(gh.repos), {c.lower() for c in commits} if commits is not None else None)
     gh.repos[full_name.lower()] = repo
     return repo
+
+
+def hide_repo(server: StandIn, full_name: str, token: str | None = None) -> None:
+    """Make ``full_name`` invisible to ``token`` (every token when None, App installation tokens
+    included): it answers 404 Not Found, as GitHub does for a private repository."""
+    repo = state(server).repo(full_name) or add_repo(server, full_name)
+    repo.hidden_from.add(token or "*")
 
 
 def allow_token(server: StandIn, token: str, *, read_only: bool = False) -> None:
@@ -206,8 +216,12 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _find_repo(server: StandIn, params: dict[str, str]) -> Repo | None:
-    return state(server).repo(f"{params['owner']}/{params['name']}")
+def _find_repo(server: StandIn, params: dict[str, str], token: str) -> Repo | None:
+    """The repository if this token can see it (else None: GitHub answers 404)."""
+    repo = state(server).repo(f"{params['owner']}/{params['name']}")
+    if repo is None or token in repo.hidden_from or "*" in repo.hidden_from:
+        return None
+    return repo
 
 
 def _commit_exists(repo: Repo, sha: str) -> bool:
@@ -218,7 +232,7 @@ def _commit_exists(repo: Repo, sha: str) -> bool:
 
 def _create_status(server: StandIn, request: Recorded, params: dict[str, str], token: str) -> Reply:
     gh = state(server)
-    repo = _find_repo(server, params)
+    repo = _find_repo(server, params, token)
     if repo is None:
         return _error(404, "Not Found")
     if token in gh.read_only_tokens:
@@ -313,7 +327,7 @@ def _page(request: Recorded) -> tuple[int, int]:
 
 
 def _list_statuses(server: StandIn, request: Recorded, params: dict[str, str], token: str) -> Reply:
-    repo = _find_repo(server, params)
+    repo = _find_repo(server, params, token)
     if repo is None:
         return _error(404, "Not Found")
     ref = params["ref"].lower()
@@ -354,7 +368,7 @@ def _combined(server: StandIn, repo: Repo, sha: str) -> dict[str, Any]:
 
 
 def _combined_status(server: StandIn, request: Recorded, params: dict[str, str], token: str) -> Reply:
-    repo = _find_repo(server, params)
+    repo = _find_repo(server, params, token)
     if repo is None:
         return _error(404, "Not Found")
     ref = params["ref"].lower()
@@ -364,7 +378,7 @@ def _combined_status(server: StandIn, request: Recorded, params: dict[str, str],
 
 
 def _get_repo(server: StandIn, request: Recorded, params: dict[str, str], token: str) -> Reply:
-    repo = _find_repo(server, params)
+    repo = _find_repo(server, params, token)
     if repo is None:
         return _error(404, "Not Found")
     return Reply(200, {"id": repo.id, "full_name": repo.full_name, "private": True})

@@ -51,10 +51,8 @@ def cloud_log_lines(project: str, function: str, days: int = 7) -> list[dict[str
     gcloud = shutil.which("gcloud")
     if not gcloud:
         raise DlqError("gcloud is not on PATH (needed to read Cloud Logging; --no-logs skips it)")
-    query = (
-        f'jsonPayload.function="{function}" AND jsonPayload.outcome:* '
-        'AND NOT jsonPayload.outcome=("done" OR "duplicate" OR "filtered" OR "invalid")'
-    )
+    acked = " OR ".join(json.dumps(outcome) for outcome in sorted(ACKED_OUTCOMES))
+    query = f'jsonPayload.function="{function}" AND jsonPayload.outcome:* AND NOT jsonPayload.outcome=({acked})'
     argv = [gcloud, "logging", "read", query, f"--project={project}", f"--freshness={days}d"]
     argv += ["--limit=2000", "--format=json"]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
