@@ -89,7 +89,10 @@ def load_function(name: str) -> ModuleType:
     module_name = f"fn_{name.replace('-', '_')}"
     if module_name in sys.modules:
         return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "functions" / name / "main.py")
+    folder = ROOT / "functions" / name
+    if str(folder) not in sys.path:  # as functions-framework does: helper modules beside main.py import
+        sys.path.append(str(folder))
+    spec = importlib.util.spec_from_file_location(module_name, folder / "main.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
