@@ -9,7 +9,9 @@
 -- row named "(all)"), over incidents that started in the window [since, until):
 --   incidents                        incidents that started in the window
 --   restored                         those a good deployment ended before the window's end
---   median_time_to_restore_seconds   first failed change finished -> good deployment finished
+--   median_time_to_restore_seconds   first failed change finished -> good deployment finished; an
+--                                    incident still open at the window's end lasts until then (it
+--                                    took at least that long: leaving it out would flatter the median)
 --   mean_time_to_restore_seconds, longest_time_to_restore_seconds
 --   still_failing                    an incident was not restored by the window's end
 --   band                             on the median: elite less than an hour; high less than a day;
@@ -50,8 +52,8 @@ incidents AS (
 with_percentiles AS (
   SELECT
     *,
-    TIMESTAMP_DIFF(restored_at, started_at, MILLISECOND) / 1000 AS seconds,
-    PERCENTILE_CONT(TIMESTAMP_DIFF(restored_at, started_at, MILLISECOND) / 1000, 0.5)
+    TIMESTAMP_DIFF(IFNULL(restored_at, @until), started_at, MILLISECOND) / 1000 AS seconds,
+    PERCENTILE_CONT(TIMESTAMP_DIFF(IFNULL(restored_at, @until), started_at, MILLISECOND) / 1000, 0.5)
       OVER (PARTITION BY pipeline) AS median_seconds
   FROM incidents
 )

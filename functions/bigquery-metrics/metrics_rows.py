@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from buildkite_events import BuildkiteEvent, Job
-from buildkite_events.timeutil import isoformat
+from buildkite_events.timeutil import isoformat, parse_time
 
 EVENTS_TABLE = "events_raw"
 TYPED_TABLES = {"build.finished": "builds", "build.skipped": "builds", "job.finished": "jobs"}
@@ -161,7 +161,7 @@ def job_row(event: BuildkiteEvent, *, now: datetime | None = None) -> dict[str, 
         "scheduled_at": isoformat(job.scheduled_at),
         "runnable_at": isoformat(job.runnable_at),
         "started_at": isoformat(job.started_at),
-        "finished_at": isoformat(job.finished_at),
+        "finished_at": isoformat(job.finished_at or parse_time(raw.get("expired_at"))),  # expired: never ran
         "wait_seconds": job.wait_seconds,
         "run_seconds": job.run_seconds,
         **_delivery_columns(event, now),

@@ -372,7 +372,7 @@ def builds_in_window(history: Seeded) -> list[dict[str, Any]]:
     ]
 
 
-def infrastructure_failed_builds(jobs: Iterable[Mapping[str, Any]]) -> set[str]:
+def infrastructure_failed_builds(jobs: Iterable[dict[str, Any]]) -> set[str]:
     """Builds in which a step's last attempt failed because of the machine."""
     chains = grouped(
         (j for j in jobs if j["job_type"] == "script"),

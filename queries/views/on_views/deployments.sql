@@ -9,8 +9,9 @@
 --   first_built_at     when the first build of the same commit, on any pipeline and branch, was
 --                      created. Webhooks carry no commit time: a commit's first build is the
 --                      nearest thing to it (Buildkite builds a commit when it is pushed)
---   lead_time_seconds  first_built_at to the deployment's finish, for passed deployments of a full
---                      commit SHA (a build of "HEAD" from the UI names no commit)
+--   lead_time_seconds  first_built_at to the deployment's finish, for the first passed deployment
+--                      of a full commit SHA on this pipeline (a build of "HEAD" from the UI names no
+--                      commit; a redeploy or a rollback of a commit brings no new change)
 --   rolled_back        a passed deployment whose next deployment put back a different commit that
 --                      this pipeline had deployed before it: the change was taken out again
 --   failed_change      the attempt failed, or it was rolled back. Each attempt counts once, however
@@ -26,7 +27,8 @@ WITH attempts AS (
     outcome,
     outcome = 'passed' AS deployed,
     created_at,
-    finished_at
+    finished_at,
+    MIN(IF(outcome = 'passed', finished_at, NULL)) OVER (PARTITION BY pipeline_slug, `commit`) AS sha_first_deployed_at
   FROM `${project}.${bigquery_dataset}.builds_latest`
   WHERE REGEXP_CONTAINS(pipeline_slug, r'${deploy_pipelines_regex}')
     AND outcome IN ('passed', 'failed')
@@ -41,15 +43,7 @@ first_builds AS (
   GROUP BY `commit`
 ),
 
--- Each pipeline's passed deployments in order, with when each commit first went out there.
-passed AS (
-  SELECT
-    *,
-    MIN(finished_at) OVER (PARTITION BY pipeline_slug, sha) AS sha_first_deployed_at
-  FROM attempts
-  WHERE deployed
-),
-
+-- Each pipeline's passed deployments in order, and what the next one deployed.
 next_deployments AS (
   SELECT
     build_id,
@@ -57,7 +51,8 @@ next_deployments AS (
     sha,
     LEAD(sha) OVER (PARTITION BY pipeline_slug ORDER BY finished_at, number) AS next_sha,
     LEAD(sha_first_deployed_at) OVER (PARTITION BY pipeline_slug ORDER BY finished_at, number) AS next_sha_first_deployed_at
-  FROM passed
+  FROM attempts
+  WHERE deployed
 ),
 
 rollbacks AS (
@@ -79,7 +74,11 @@ SELECT
   a.created_at,
   a.finished_at,
   f.first_built_at,
-  IF(a.deployed, TIMESTAMP_DIFF(a.finished_at, f.first_built_at, MILLISECOND) / 1000, NULL) AS lead_time_seconds,
+  IF(
+    a.deployed AND a.finished_at = a.sha_first_deployed_at,
+    TIMESTAMP_DIFF(a.finished_at, f.first_built_at, MILLISECOND) / 1000,
+    NULL
+  ) AS lead_time_seconds,
   IFNULL(r.rolled_back, FALSE) AS rolled_back,
   NOT a.deployed OR IFNULL(r.rolled_back, FALSE) AS failed_change
 FROM attempts AS a
