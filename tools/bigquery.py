@@ -187,7 +187,7 @@ _JOB_ROWS = (
     Column("failure_cause", "cause"),
 )
 _EVENT_ROWS = (Column("event_type", "event"), Column("events", "events", "count"))
-_HEALTH_ROWS = (
+BUILD_HEALTH_COLUMNS = (  # the head of queries/build_health.sql's answer, as the demo and the report show it
     Column("pipeline", "pipeline"),
     Column("branch", "branch"),
     Column("builds", "builds", "count"),
@@ -226,7 +226,7 @@ def demo_lines(client: Any, project: str, dataset: str) -> list[str]:
         ("events by type:", sorted(by_type, key=lambda row: str(row["event_type"])), _EVENT_ROWS),
         ("builds_latest:", builds, _BUILD_ROWS),
         ("jobs_latest:", jobs, _JOB_ROWS),
-        ("queries/build_health.sql over every row:", health, _HEALTH_ROWS),
+        ("queries/build_health.sql over every row:", health, BUILD_HEALTH_COLUMNS),
     ):
         out += [title, *(f"  {line}" for line in format_table(answer, columns))]
     return out

@@ -763,6 +763,14 @@ def test_manifest_points_at_the_tables_and_the_local_emulator() -> None:
     assert m.raw["iam"] == [{"role": "roles/bigquery.dataEditor", "scope": "bigquery_dataset"}]
 
 
+def test_the_bundle_ships_the_row_builders_beside_main() -> None:
+    from tools.ops import deploy
+
+    shipped = {path.name for path in deploy.package("bigquery-metrics").iterdir()}
+    assert {"main.py", "metrics_rows.py", "function.yaml", "buildkite_events"} <= shipped
+    assert not {name for name in shipped if name.startswith("test_")}
+
+
 def test_the_cold_path_never_imports_the_bigquery_client_library(dataset: str) -> None:
     """Import and first delivery in a fresh interpreter, as a new instance: the row lands, no google.cloud.bigquery."""
     code = (

@@ -44,7 +44,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--charts", type=Path, default=OUT_DIR, help="where PNG charts go (default build/report)")
     parser.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
     parser.add_argument("--page", type=Path, default=OUT_DIR / "index.html", help="the HTML page to write")
-    parser.add_argument("--screenshot", type=Path, help="also save a PNG of the page (needs chromium)")
+    parser.add_argument("--screenshot", type=Path, help="also save a PNG of the page as a phone shows it (chromium)")
     parser.add_argument("--seed", type=int, default=7, help="synthetic history seed (local mode)")
     parser.add_argument(
         "--history-days", type=int, default=HISTORY_DAYS, help="days of synthetic history to seed (local mode)"
@@ -124,7 +124,8 @@ def _report(
     page = write_page(results, PageInfo(source, since, until, datetime.now(UTC)), args.page)
     print(f"\nReport page: {relative(page)}")
     if args.screenshot:
-        print(f"Screenshot: {relative(chromium.screenshot(page, args.screenshot))}")
+        shot = chromium.screenshot(page, args.screenshot, width=390, height=1500, colours=64)  # a phone's first screens
+        print(f"Screenshot: {relative(shot)}")
 
 
 def _span(since: datetime, until: datetime) -> str:

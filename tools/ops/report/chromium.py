@@ -62,11 +62,18 @@ def dom(page: Path, **size: int) -> str:
     return run(page, "--dump-dom", **size)
 
 
-def screenshot(page: Path, png: Path, **size: int) -> Path:
+def screenshot(page: Path, png: Path, *, colours: int | None = None, **size: int) -> Path:
+    """A PNG of the page's first screen; ``colours``: reduce to a palette, for a small file."""
     png.parent.mkdir(parents=True, exist_ok=True)
     run(page, f"--screenshot={png.resolve()}", **size)
     if not png.exists():
         raise RuntimeError("chromium wrote no screenshot")
+    if colours:
+        from PIL import Image
+
+        with Image.open(png) as image:
+            small = image.convert("RGB").quantize(colours)
+        small.save(png, optimize=True)
     return png
 
 

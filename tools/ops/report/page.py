@@ -51,7 +51,7 @@ text-transform:uppercase;letter-spacing:.03em}
 .scroll{overflow-x:auto;-webkit-overflow-scrolling:touch}
 table{border-collapse:collapse;width:100%;font-size:.85rem;margin:6px 0}
 th,td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:left;white-space:nowrap;vertical-align:middle}
-td.text{white-space:normal;overflow-wrap:anywhere;min-width:6em}
+td.text{white-space:normal;min-width:5em}
 th{background:var(--soft);font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .chart{width:100%;height:auto;display:block;font-size:11px;fill:var(--muted)}
 .chart .grid{stroke:var(--line);stroke-width:1}.chart .line{fill:none;stroke-width:2}
@@ -253,8 +253,8 @@ def _table(
         for c in columns:
             value = row.get(c.key)
             text = escape(humane(value) if c.kind == "seconds" else format_value(value, c.kind))
-            if c.kind == "text":
-                cells.append(f'<td class="text">{text}</td>')
+            if c.kind == "text":  # long branch names may wrap after a slash
+                cells.append(f'<td class="text">{text.replace("/", "/<wbr>")}</td>')
             elif c.kind == "band":
                 cells.append(f"<td>{_badge(value)}</td>")
             elif c.key in meters:

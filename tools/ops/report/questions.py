@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tools import ROOT
-from tools.bigquery import run_query
+from tools.bigquery import BUILD_HEALTH_COLUMNS, run_query
 from tools.tables import Column, format_table
 
 
@@ -31,12 +31,7 @@ QUESTIONS = (
         "build_health",
         "Build health per pipeline and branch",
         (
-            Column("pipeline", "pipeline"),
-            Column("branch", "branch"),
-            Column("builds", "builds", "count"),
-            Column("passed", "passed", "count"),
-            Column("failed", "failed", "count"),
-            Column("failure_rate", "failure rate", "rate"),
+            *BUILD_HEALTH_COLUMNS,
             Column("infrastructure_failed", "infra failed", "count"),
             Column("p50_duration_seconds", "p50 duration", "seconds"),
             Column("p95_duration_seconds", "p95 duration", "seconds"),
