@@ -29,8 +29,18 @@ lint: venv ## ruff and mypy (each function folder on its own: they all have a ma
 	$(VENV)/bin/mypy
 	@for fn in $(FUNCTIONS); do echo "mypy functions/$$fn"; $(VENV)/bin/mypy functions/$$fn || exit 1; done
 
-test: venv lint ## Install from scratch if needed, then run every test (starts and stops the emulators)
+test: venv lint chromium ## Install from scratch if needed, then run every test (starts and stops the emulators)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Debian's headless Chromium renders the report page in its test; installed once, when missing.
+CHROMIUM_PACKAGES := chromium fonts-dejavu-core
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: chromium
+chromium: ## Install Debian's chromium (for the report page's rendering test) if it is missing
+	@command -v chromium >/dev/null || { echo "installing $(CHROMIUM_PACKAGES) with apt-get"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(CHROMIUM_PACKAGES); }
 
 demo: venv ## The main job: the whole fan-out on local emulators, sample webhooks in, a report out
 	$(PY) -m tools.local.stack demo
@@ -50,9 +60,12 @@ bench: venv ## Cold start, per-event overhead and throughput, each against a bar
 clean: ## Remove build output and caches (keeps .venv)
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .stack
 
-.PHONY: report
-report: venv ## Pipeline analytics (queries/*.sql): BIGQUERY_PROJECT's dataset, else a seeded local bqemulator; charts in build/report/
+.PHONY: report backfill
+report: venv ## Pipeline analytics (queries/*.sql) of BIGQUERY_PROJECT's dataset, else a seeded local bqemulator: text, build/report/index.html, PNGs
 	$(PY) -m tools.ops.report $(REPORT_ARGS)
+
+backfill: venv ## Replay the archive (ARCHIVE_BUCKET, ARCHIVE_PREFIX) into BIGQUERY_PROJECT's dataset; BACKFILL_ARGS='--since 2025-06-01 --until ...'
+	$(PY) -m tools.ops.backfill $(BACKFILL_ARGS)
 
 # --- Terraform: offline checks of terraform/ (tools/terraform; see terraform/README.md) ----
 .PHONY: terraform-check terraform-schema

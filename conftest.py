@@ -63,7 +63,7 @@ def firestore(firestore_emulator: Service, gcp_project: str) -> Iterator[Any]:
     client.close()
 
 
-# --- BigQuery: bqemulator, used by functions/bigquery-metrics and tools/ops/report.py -------
+# --- BigQuery: bqemulator, for functions/bigquery-metrics and tools/ops (report, backfill) ----
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +73,9 @@ def bigquery_emulator(emulator_log_dir: Path) -> Iterator[Service]:
 
 @pytest.fixture
 def bigquery_dataset(bigquery_emulator: Service, gcp_project: str) -> Iterator[str]:
-    """A new dataset holding every table of schemas/bigquery and view of queries/views: "<project>.<dataset>"."""
+    """A new dataset holding every table of schemas/bigquery and view of queries/views: "<project>.<dataset>".
+
+    Made as Terraform makes it with no deploy_pipelines (test_dora.py makes its own with some)."""
     import uuid
 
     from tools.bigquery import bigquery_client, create_dataset

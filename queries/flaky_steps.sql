@@ -1,8 +1,9 @@
 -- Which steps are flaky?
 --
--- A step is flaky in a build when one of its jobs failed (a hard failure: soft failures do not
--- count) and its last attempt in that build passed: it failed, was retried (automatically or
--- by hand) and passed on the same commit. Parallel shards are judged one by one. Per pipeline
+-- A step is flaky in a build when one of its jobs failed (a hard failure of the code: soft
+-- failures and failures of the machine, like a lost agent, do not count) and its last attempt in
+-- that build passed: it failed, was retried (automatically or by hand) and passed on the same
+-- commit. Parallel shards are judged one by one. Per pipeline
 -- and step (its key, else its name), over command jobs that finished in the window [since, until):
 --   builds        builds that ran the step
 --   flaky_builds  builds where it was flaky
@@ -19,6 +20,7 @@ WITH attempts AS (
     parallel_group_index,
     IFNULL(state, 'unknown') AS state,
     IFNULL(soft_failed, FALSE) AS soft_failed,
+    IFNULL(infrastructure_failure, FALSE) AS infrastructure_failure,
     finished_at
   FROM `${project}.${bigquery_dataset}.jobs_latest`
   WHERE finished_at >= @since AND finished_at < @until
@@ -33,7 +35,7 @@ chains AS (
     build_id,
     MAX(name) AS name,
     COUNT(*) AS attempts,
-    COUNTIF(state = 'failed' AND NOT soft_failed) AS hard_failures,
+    COUNTIF(state = 'failed' AND NOT soft_failed AND NOT infrastructure_failure) AS hard_failures,
     ARRAY_AGG(state ORDER BY finished_at DESC LIMIT 1)[OFFSET(0)] AS last_state,
     MAX(finished_at) AS last_finished_at
   FROM attempts

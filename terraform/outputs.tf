@@ -70,7 +70,7 @@ output "bigquery_table_ids" {
 
 output "bigquery_view_ids" {
   description = "Each view from queries/views, as <project>.<dataset>.<view>."
-  value       = { for name, view in google_bigquery_table.view : name => "${var.project_id}.${view.dataset_id}.${view.table_id}" }
+  value       = { for name, view in merge(google_bigquery_table.view, google_bigquery_table.view_on_views) : name => "${var.project_id}.${view.dataset_id}.${view.table_id}" }
 }
 
 output "runtime_roles" {

@@ -96,6 +96,17 @@ variable "bigquery_dataset_id" {
   }
 }
 
+variable "deploy_pipelines" {
+  description = "Pipelines that deploy to production, as pipeline-slug globs (* any run of characters, ? one): a passed build of one is a deployment for the DORA four keys (queries/views/on_views/deployments.sql). Empty: no deployments."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for glob in var.deploy_pipelines : can(regex("^[a-z0-9_*?-]+$", glob))])
+    error_message = "Each deploy_pipelines entry is a pipeline-slug glob: lower-case letters, digits, - and _, plus * and ?."
+  }
+}
+
 variable "bigquery_location" {
   description = "Location of the BigQuery dataset (a region or US / EU). null: the region."
   type        = string

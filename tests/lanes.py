@@ -222,6 +222,7 @@ def open_lanes(
             if upstream_of(name) == "bigquery" and bigquery_dataset:
                 fn_env["BIGQUERY_TABLE"] = f"{bigquery_dataset}.builds"
                 fn_env["BIGQUERY_JOBS_TABLE"] = f"{bigquery_dataset}.jobs"
+                fn_env["BIGQUERY_EVENTS_TABLE"] = f"{bigquery_dataset}.events_raw"
             fn_env.update(env_for(name) if env_for else {})
             service = emulators.start_function(function_dir(name), m.entry_point, env=fn_env, log_dir=log_dir)
             exits.callback(service.stop)

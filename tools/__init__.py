@@ -2,7 +2,8 @@
 
 - ``tools/local``: the local simulation (emulators, topology, third-party stand-ins, fault
   proxy, the whole stack for ``make demo`` / ``make run-local``);
-- ``tools/ops``: operator commands that touch a real project (deploy, dead-letter queues, report);
+- ``tools/ops``: operator commands that touch a real project (deploy, dead-letter queues, report,
+  backfill);
 - ``tools/perf``: benchmarks and load (``make bench``, ``make load``);
 - ``tools/terraform``: the offline Terraform toolchain (``make terraform-check``).
 

@@ -1,43 +1,49 @@
-"""bigquery-metrics: one BigQuery row per finished build and per finished job.
+"""bigquery-metrics: every event into ``events_raw``, and a ``builds`` or ``jobs`` row for each
+finished build and job (the rows: ``metrics_rows.py``, shared with ``make backfill``).
 
-Rows follow ``schemas/bigquery/{builds,jobs}.json`` (Terraform creates the tables from the
-same files; the tests hold the rows to them). BigQuery's insertId dedupe is best effort (and
-bqemulator has none), so it is not what keeps duplicates away: the manifest's Firestore claim
-stops a redelivered event from inserting again, the insertId (the event key) catches quick
-retries, and the ``builds_latest``/``jobs_latest`` views hide whatever slips through.
+BigQuery's insertId dedupe is best effort (and bqemulator has none), so it is not what keeps
+duplicates away: the manifest's Firestore claim stops a redelivered event from inserting
+again, the insertId (the event key) catches quick retries, an instance remembers which of an
+event's rows it already wrote, and the ``events``/``builds_latest``/``jobs_latest`` views hide
+whatever slips through.
 """
 
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 from urllib.parse import quote
 
 import functions_framework
+from metrics_rows import EVENTS_TABLE, rows_for  # beside main.py: functions-framework puts this folder on sys.path
 
-from buildkite_events import BuildkiteEvent, ConfigError, InvalidEvent, TransientError, env, pubsub_handler
+from buildkite_events import BuildkiteEvent, ConfigError, TransientError, env, pubsub_handler
 from buildkite_events.http import raise_for
-from buildkite_events.timeutil import isoformat
 
 # project.dataset.table; a domain-scoped project ("example.com:proj") contains a dot itself.
 _TABLE_ID = re.compile(r"^(?P<project>[a-z0-9.:-]+)\.(?P<dataset>\w+)\.(?P<table>[\w-]+)$", re.IGNORECASE)
-_MAX_TEXT = 1024  # a commit title longer than this is noise in a metrics table
 _RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "quotaExceeded"})  # 403s that mean "slow down"
+_REMEMBERED_EVENTS = 256
 
 
 @dataclass(frozen=True)
 class Config:
     builds_table: str = env("BIGQUERY_TABLE", help="project.dataset.table for build rows")
     jobs_table: str = env("BIGQUERY_JOBS_TABLE", default="", help="default: a `jobs` table beside the builds table")
+    events_table: str = env("BIGQUERY_EVENTS_TABLE", default="", help="default: `events_raw` beside the builds table")
     api_url: str = env("BIGQUERY_API_URL", default="", help="emulator endpoint; empty: Google's API")
     timeout_seconds: float = env("BIGQUERY_TIMEOUT_SECONDS", default=10.0)
 
     def __post_init__(self) -> None:
-        for name, value in (("BIGQUERY_TABLE", self.builds_table), ("BIGQUERY_JOBS_TABLE", self.jobs_table)):
+        for name, value in (
+            ("BIGQUERY_TABLE", self.builds_table),
+            ("BIGQUERY_JOBS_TABLE", self.jobs_table),
+            ("BIGQUERY_EVENTS_TABLE", self.events_table),
+        ):
             if value and not _TABLE_ID.match(value):
                 raise ValueError(f"{name} must look like project.dataset.table, got {value!r}")
         if self.timeout_seconds <= 0:
@@ -45,137 +51,57 @@ class Config:
 
     @property
     def jobs_table_id(self) -> str:
-        if self.jobs_table:
-            return self.jobs_table
+        return self.jobs_table or self._beside("jobs")
+
+    @property
+    def events_table_id(self) -> str:
+        return self.events_table or self._beside(EVENTS_TABLE)
+
+    def table_id(self, table: str) -> str:
+        """Where rows for the schema ``table`` (builds, jobs, events_raw) go."""
+        return {"builds": self.builds_table, "jobs": self.jobs_table_id, EVENTS_TABLE: self.events_table_id}[table]
+
+    def _beside(self, table: str) -> str:
         match = _TABLE_ID.match(self.builds_table)
         assert match  # checked in __post_init__
-        return f"{match['project']}.{match['dataset']}.jobs"
+        return f"{match['project']}.{match['dataset']}.{table}"
+
+
+# event key -> tables its rows already went to, on this instance: a retry after a partial
+# failure (events_raw written, builds refused for now) writes only what is missing.
+_written: OrderedDict[str, set[str]] = OrderedDict()
 
 
 @functions_framework.cloud_event
 @pubsub_handler(Config)
 def store_build_metrics(event: BuildkiteEvent, config: Config) -> str:
-    if event.kind == "build":
-        table, row = config.builds_table, build_row(event)
-        what = f"build {event.pipeline_slug}#{row['number']} ({_state_label(row)})"
-    elif event.kind == "job":
-        table, row = config.jobs_table_id, job_row(event)
-        what = f"job {row['name'] or row['job_id']} of {event.pipeline_slug}#{row['build_number']} ({row['state']})"
-    else:
-        raise InvalidEvent(f"{event.event_type} carries no build or job metrics")
-    insert_row(table, row, event.key_hash, config)
-    return f"stored {what} in {table}"
+    rows = rows_for(event)
+    done = _written.setdefault(event.key_hash, set())
+    _written.move_to_end(event.key_hash)
+    while len(_written) > _REMEMBERED_EVENTS:
+        _written.popitem(last=False)
+    for table, row in rows.tables.items():
+        if table not in done:
+            insert_row(config.table_id(table), row, event.key_hash, config)
+            done.add(table)
+    stored = " and ".join(sorted(rows.tables))
+    detail = f"; no {_typed_table(event)} row: {rows.note}" if rows.note else ""
+    return f"stored {_describe(event, rows.tables)} in {stored}{detail}"
 
 
-def _state_label(row: Mapping[str, Any]) -> str:
-    return f"{row['state']}, blocked" if row["blocked"] else str(row["state"])
+def _typed_table(event: BuildkiteEvent) -> str:
+    return "jobs" if event.kind == "job" else "builds"
 
 
-# --- rows --------------------------------------------------------------------------
-
-
-def build_row(event: BuildkiteEvent, *, now: datetime | None = None) -> dict[str, Any]:
-    """The ``builds`` row for a build event; every column of the schema, null where unknown."""
-    build = event.build
-    if build is None or not build.id:
-        raise InvalidEvent(f"{event.event_type} carries no build id")
-    pipeline = event.pipeline
-    return {
-        "build_id": build.id,
-        "organization": event.organization,
-        "pipeline_slug": event.pipeline_slug,
-        "pipeline_name": pipeline.name if pipeline else None,
-        "default_branch": pipeline.default_branch if pipeline else None,
-        "number": build.number,
-        "state": build.state,
-        "blocked": build.is_blocked,
-        "blocked_state": build.blocked_state,
-        "branch": build.branch,
-        "tag": build.tag,
-        "commit": build.commit,
-        "source": build.source,
-        "message": _clip(build.message_title),
-        "creator": _clip(build.creator.display if build.creator else None),
-        "author": _clip(build.author.display if build.author else None),
-        "pull_request_id": build.pull_request.id if build.pull_request else None,
-        "pull_request_base": build.pull_request.base if build.pull_request else None,
-        "rebuilt_from_number": build.rebuilt_from_number,
-        "cancel_reason": _clip(build.cancel_reason),
-        "web_url": build.web_url,
-        "created_at": isoformat(build.created_at),
-        "scheduled_at": isoformat(build.scheduled_at),
-        "started_at": isoformat(build.started_at),
-        "finished_at": isoformat(build.finished_at),
-        "wait_seconds": build.wait_seconds,
-        "duration_seconds": build.duration_seconds,
-        **_delivery_columns(event, now),
-        "source_format": event.format,
-    }
-
-
-def job_row(event: BuildkiteEvent, *, now: datetime | None = None) -> dict[str, Any]:
-    """The ``jobs`` row for a job event. mcncl/buildkite-pubsub drops the job: nothing to store."""
-    job = event.job
-    if job is None:
-        raise InvalidEvent(f"{event.event_type} carries no job (mcncl/buildkite-pubsub messages drop it)")
-    build = event.build
-    raw = _mapping(event.data.get("job"))  # fields the shared Job does not model (yet)
-    return {
-        "job_id": job.id,
-        "build_id": build.id if build else None,
-        "organization": event.organization,
-        "pipeline_slug": event.pipeline_slug,
-        "branch": build.branch if build else None,
-        "build_number": build.number if build else None,
-        "job_type": job.type,
-        "name": _clip(job.name),
-        "step_key": job.step_key,
-        "state": job.state,
-        "exit_status": job.exit_status,
-        "soft_failed": job.soft_failed,
-        "retried": job.retried,
-        "retries_count": job.retries_count,
-        "retry_type": job.retry_type,
-        "retry_source_job_id": _text(_mapping(raw.get("retry_source")).get("job_id")),
-        "parallel_group_index": _integer(raw.get("parallel_group_index")),
-        "parallel_group_total": _integer(raw.get("parallel_group_total")),
-        "agent_name": job.agent.name if job.agent else None,
-        "queue": job.queue,
-        "web_url": job.web_url,
-        "scheduled_at": isoformat(job.scheduled_at),
-        "runnable_at": isoformat(job.runnable_at),
-        "started_at": isoformat(job.started_at),
-        "finished_at": isoformat(job.finished_at),
-        "wait_seconds": job.wait_seconds,
-        "run_seconds": job.run_seconds,
-        **_delivery_columns(event, now),
-    }
-
-
-def _delivery_columns(event: BuildkiteEvent, now: datetime | None) -> dict[str, Any]:
-    return {
-        "event_type": event.event_type,
-        "event_key": event.key_hash,
-        "message_id": event.message_id,
-        "publish_time": isoformat(event.publish_time),
-        "inserted_at": isoformat(now or datetime.now(UTC)),
-    }
-
-
-def _clip(value: str | None) -> str | None:
-    return value[:_MAX_TEXT] if value else None
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _integer(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def _describe(event: BuildkiteEvent, tables: Mapping[str, Mapping[str, Any]]) -> str:
+    if "builds" in tables:
+        row = tables["builds"]
+        state = f"{row['state']}, blocked" if row["blocked"] else str(row["state"])
+        return f"build {event.pipeline_slug}#{row['number']} ({state})"
+    if "jobs" in tables:
+        row = tables["jobs"]
+        return f"job {row['name'] or row['job_id']} of {event.pipeline_slug}#{row['build_number']} ({row['state']})"
+    return event.event_type
 
 
 # --- BigQuery ----------------------------------------------------------------------

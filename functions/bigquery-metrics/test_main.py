@@ -1,4 +1,5 @@
-"""bigquery-metrics on bqemulator with the official client: rows, null-safety, redelivery, failures."""
+"""bigquery-metrics on bqemulator with the official client: every event in events_raw, builds and jobs
+rows, null-safety, redelivery, failures."""
 
 from __future__ import annotations
 
@@ -15,21 +16,33 @@ import pytest
 from buildkite_events import Nack, parse_delivery
 from buildkite_events.filters import parse_filter
 from buildkite_events.message import message_attributes
-from tests.support import ROOT, cloud_event, envelope, load_function, mcncl, outcomes, payload, payload_names
-from tools.bigquery import bigquery_client, table_specs
+from tests.support import (
+    ROOT,
+    cloud_event,
+    envelope,
+    load_function,
+    log_lines,
+    mcncl,
+    outcomes,
+    payload,
+    payload_names,
+)
+from tools.bigquery import bigquery_client, metrics_rows, table_specs
 from tools.local import emulators
 from tools.local.emulators import Service
 from tools.local.standin import Fault, Recorded, Reply, StandIn
 from tools.manifests import manifest
 
 metrics = load_function("bigquery-metrics")
-STORED_EVENTS = {"build.finished", "build.skipped", "job.finished"}
+ROWS = metrics_rows()  # the row builders beside main.py, the module main.py itself imports
+TYPED_EVENTS = {"build.finished", "build.skipped", "job.finished"}
 SCHEMAS = table_specs()
 
 
 def _reset() -> None:
     metrics.store_build_metrics.instance.reset()  # config is read once per instance: be a new one
     metrics._session.cache_clear()
+    metrics._written.clear()
 
 
 @pytest.fixture
@@ -68,7 +81,7 @@ def ts(text: str) -> datetime:
 
 
 @pytest.mark.parametrize("name", payload_names())
-def test_every_fixture_lands_in_the_right_table_once(dataset: str, name: str, capsys: Any) -> None:
+def test_every_fixture_lands_in_events_raw_and_its_typed_table_once(dataset: str, name: str, capsys: Any) -> None:
     body = payload(name)
     push = envelope(body, message_id=f"m-{name}")
     deliver(push)
@@ -76,11 +89,17 @@ def test_every_fixture_lands_in_the_right_table_once(dataset: str, name: str, ca
 
     builds, jobs = select(dataset, "builds"), select(dataset, "jobs")
     event = parse_delivery(push)
-    if body["event"] not in STORED_EVENTS:
-        assert (builds, jobs) == ([], [])
-        assert outcomes(capsys) == ["filtered", "filtered"]
-        return
     assert outcomes(capsys) == ["done", "duplicate"]
+    (raw,) = select(dataset, "events_raw")
+    assert (raw["event_type"], raw["event_key"], raw["message_id"]) == (body["event"], event.key_hash, f"m-{name}")
+    assert raw["payload"] == json.loads(event.payload)  # the message body, whole
+    assert {k: v for k, v in raw["payload"].items() if k not in ("event_type", "build")} == {
+        k: v for k, v in body.items() if k != "build"
+    }
+    assert raw["occurred_at"] == event.occurred_at
+    if body["event"] not in TYPED_EVENTS:
+        assert (builds, jobs) == ([], [])
+        return
     if event.kind == "build":
         assert jobs == []
         (row,) = builds
@@ -158,12 +177,48 @@ def test_job_rows_carry_queue_agent_retry_and_timings(dataset: str) -> None:
     assert (retry["retries_count"], retry["retry_type"]) == (1, "automatic")
     assert retry["retry_source_job_id"] == "01976231-09c5-4d7c-9dc1-aeba69afb3be"
     assert retry["state"] == "passed"
+    # The code failed, not the machine; a job that passed has no failure cause.
+    assert (failed["signal"], failed["signal_reason"], failed["failure_cause"]) == (None, None, "command")
+    assert failed["infrastructure_failure"] is False
+    assert (retry["failure_cause"], retry["infrastructure_failure"]) == (None, None)
 
 
-def test_jobs_table_defaults_to_jobs_beside_the_builds_table(dataset: str, monkeypatch: Any) -> None:
+@pytest.mark.parametrize(
+    ("job", "cause", "infrastructure"),
+    [
+        ({"exit_status": -1}, "agent_lost", True),
+        ({"exit_status": 143, "signal": "SIGTERM", "signal_reason": "agent_stop"}, "agent_stopped", True),
+        ({"exit_status": 255}, "agent_stopped", True),
+        ({"exit_status": -1, "signal_reason": "agent_refused"}, "agent_refused", True),
+        ({"exit_status": -1, "signal_reason": "agent_incompatible"}, "agent_refused", True),
+        ({"exit_status": -1, "signal_reason": "stack_error"}, "stack_error", True),
+        ({"exit_status": -1, "signal_reason": "process_run_error"}, "process_run_error", True),
+        ({"exit_status": -1, "signal_reason": "signature_rejected"}, "signature_rejected", False),
+        ({"state": "expired", "exit_status": None}, "expired", True),
+        ({"exit_status": 137, "signal": "SIGKILL"}, "signal", False),
+        ({"exit_status": -1, "signal": "SIGTERM", "signal_reason": "cancel"}, "timed_out", False),
+        ({"state": "timed_out", "exit_status": -1}, "timed_out", False),
+        ({"state": "canceled", "exit_status": -1, "signal_reason": "cancel"}, "canceled", False),
+        ({"exit_status": 2}, "command", False),
+        ({"state": "broken", "exit_status": None}, None, None),
+        ({"state": "passed", "exit_status": 0}, None, None),
+    ],
+    ids=lambda value: str(value) if not isinstance(value, dict) else "-".join(f"{v}" for v in value.values()),
+)
+def test_failure_cause_tells_the_machine_from_the_code(job: dict[str, Any], cause: str, infrastructure: bool) -> None:
+    """Buildkite's exit status -1 (agent lost), 255 (agent terminated) and signal reasons (retry docs)."""
+    body = payload("job.finished.failed")
+    body["job"] |= {"state": "failed", "signal": None, "signal_reason": None} | job
+    row = ROWS.rows_for(parse_delivery(body)).tables["jobs"]
+    assert (row["failure_cause"], row["infrastructure_failure"]) == (cause, infrastructure)
+    assert (row["signal"], row["signal_reason"]) == (job.get("signal"), job.get("signal_reason"))
+
+
+def test_jobs_and_events_tables_default_to_beside_the_builds_table(dataset: str, monkeypatch: Any) -> None:
     config = metrics.Config(builds_table="proj.metrics.build_rows")
-    assert config.jobs_table_id == "proj.metrics.jobs"
+    assert (config.jobs_table_id, config.events_table_id) == ("proj.metrics.jobs", "proj.metrics.events_raw")
     assert metrics.Config(builds_table="a.b.c", jobs_table="x.y.z").jobs_table_id == "x.y.z"
+    assert metrics.Config(builds_table="a.b.c", events_table="x.y.raw").table_id("events_raw") == "x.y.raw"
     assert metrics.Config(builds_table="example.com:proj.metrics.builds").jobs_table_id == (
         "example.com:proj.metrics.jobs"
     )
@@ -259,9 +314,46 @@ def test_job_without_timestamps_or_agent_and_a_block_step_label(dataset: str) ->
     ],
     ids=["build-without-id", "no-build", "job-dropped", "job-without-id"],
 )
-def test_events_without_what_a_row_needs_are_acked_as_invalid(dataset: str, body: Any, capsys: Any) -> None:
+def test_events_without_what_a_typed_row_needs_are_kept_raw_only(dataset: str, body: Any, capsys: Any) -> None:
     deliver(envelope(body))
-    assert outcomes(capsys) == ["invalid"]
+    lines = [line for line in log_lines(capsys.readouterr().out) if "outcome" in line]
+    assert [line["outcome"] for line in lines] == ["done"]
+    assert "in events_raw; no" in lines[0]["message"]
+    assert select(dataset, "builds") == select(dataset, "jobs") == []
+    (raw,) = select(dataset, "events_raw")
+    assert raw["payload"]["event"] == body["event"]
+
+
+def test_an_mcncl_job_event_is_kept_raw_though_it_carries_no_job(dataset: str, capsys: Any) -> None:
+    data, attributes = mcncl("build.finished.failed")
+    message = json.loads(data)
+    message["event_type"] = message["raw_payload"]["event"] = "job.finished"
+    deliver(envelope(json.dumps(message).encode(), attributes | {"event_type": "job.finished"}))
+    assert outcomes(capsys) == ["done"]
+    assert select(dataset, "jobs") == []
+    (raw,) = select(dataset, "events_raw")
+    assert (raw["source_format"], raw["event_type"], raw["pipeline_slug"]) == ("mcncl", "job.finished", "my-pipeline")
+
+
+def test_every_event_kind_lands_in_events_raw_with_what_identifies_it(dataset: str) -> None:
+    names = ["agent.lost", "job.started", "ping", "build.running"]
+    for index, name in enumerate(names):
+        deliver(envelope(payload(name), message_id=str(index)))
+    body = {"event": "cluster_token.registration_blocked", "blocked_ip": "203.0.113.9", "cluster_token": {"id": "t"}}
+    deliver(envelope(body, message_id="9"))
+    deliver(envelope({"event": "pipeline.future_event", "thing": {"id": 1}}, message_id="10"))
+    rows = {row["event_type"]: row for row in select(dataset, "events_raw")}
+    assert set(rows) == {*(payload(n)["event"] for n in names), body["event"], "pipeline.future_event"}
+    lost, started = rows["agent.lost"], rows["job.started"]
+    assert (lost["agent_name"], lost["queue"], lost["state"]) == ("ip-10-0-3-17-1", "default", "lost")
+    assert lost["occurred_at"] == ts("2025-06-12T07:42:18.004Z")
+    assert (started["job_id"], started["build_number"], started["state"]) == (
+        payload("job.started")["job"]["id"],
+        2042,
+        "running",
+    )
+    assert rows["cluster_token.registration_blocked"]["payload"]["blocked_ip"] == "203.0.113.9"
+    assert rows["pipeline.future_event"]["payload"]["thing"] == {"id": 1}
     assert select(dataset, "builds") == select(dataset, "jobs") == []
 
 
@@ -269,6 +361,7 @@ def test_events_without_what_a_row_needs_are_acked_as_invalid(dataset: str, body
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "JSON": (str,),  # JSON text: the insertAll form the official client sends for a JSON column
     "STRING": (str,),
     "INTEGER": (int,),
     "FLOAT": (int, float),
@@ -290,44 +383,86 @@ def _assert_matches_schema(row: dict[str, Any], table: str) -> None:
             assert not isinstance(value, bool)
         if field["type"] == "TIMESTAMP":
             assert datetime.fromisoformat(str(value).replace("Z", "+00:00")).tzinfo is not None
+        if field["type"] == "JSON":
+            json.loads(str(value))
 
 
-@pytest.mark.parametrize("name", [n for n in payload_names() if payload(n)["event"] in STORED_EVENTS])
+@pytest.mark.parametrize("name", payload_names())
 def test_rows_have_exactly_the_schema_columns_and_types(name: str) -> None:
-    event = parse_delivery(envelope(payload(name)))
-    if event.kind == "build":
-        _assert_matches_schema(metrics.build_row(event), "builds")
-    else:
-        _assert_matches_schema(metrics.job_row(event), "jobs")
+    tables = ROWS.rows_for(parse_delivery(envelope(payload(name)))).tables
+    assert set(tables) == {"events_raw", *([TYPED[payload(name)["event"]]] if payload(name)["event"] in TYPED else [])}
+    for table, row in tables.items():
+        _assert_matches_schema(row, table)
+
+
+TYPED = {"build.finished": "builds", "build.skipped": "builds", "job.finished": "jobs"}
 
 
 def test_synthetic_history_rows_match_the_schema_too() -> None:
-    from tools.ops.report import seed_rows, synthetic_history
+    from tools.ops.report.history import synthetic_history
+    from tools.ops.report.seed import seed_rows
 
     seeded = seed_rows(synthetic_history(days=2, seed=11))
-    assert seeded.builds and seeded.jobs
-    for _, row in seeded.builds:
-        _assert_matches_schema(row, "builds")
-    for _, row in seeded.jobs:
-        _assert_matches_schema(row, "jobs")
+    assert set(seeded.tables) == {"builds", "jobs", "events_raw"}
+    for table, written in seeded.tables.items():
+        for _, row in written:
+            _assert_matches_schema(row, table)
 
 
-def test_schema_files_partition_by_day_on_finish_and_cluster_by_pipeline_branch_state() -> None:
-    assert set(SCHEMAS) == {"builds", "jobs"}
+def nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {"x": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "kept_as_text"),
+    [
+        ({"a": [1, 2.5, None, True, "é"]}, False),
+        ({"big": 2**63 - 1, "unsigned": 2**64 - 1}, False),
+        ({"too big": 2**64}, True),
+        ({"not a number": float("nan")}, True),
+        ({"inf": float("inf")}, True),
+        (nested(500), False),  # BigQuery's limit
+        (nested(501), True),
+    ],
+    ids=["plain", "64-bit", "past-64-bit", "nan", "infinity", "500-deep", "501-deep"],
+)
+def test_a_body_bigquery_json_cannot_hold_is_kept_as_one_json_string(value: Any, kept_as_text: bool) -> None:
+    text = ROWS.json_payload(value)
+    stored = json.loads(text)
+    assert isinstance(stored, str) is kept_as_text
+    assert json.dumps(json.loads(stored) if kept_as_text else stored) == json.dumps(value)
+
+
+def test_schema_files_partition_by_day_and_cluster_for_their_questions() -> None:
+    assert set(SCHEMAS) == {"builds", "jobs", "events_raw"}
+    for name in ("builds", "jobs"):
+        assert SCHEMAS[name]["time_partitioning"] == {"type": "DAY", "field": "finished_at"}
+        assert SCHEMAS[name]["clustering"] == ["pipeline_slug", "branch", "state"]
+    assert SCHEMAS["events_raw"]["time_partitioning"] == {"type": "DAY", "field": "occurred_at"}
+    assert SCHEMAS["events_raw"]["clustering"] == ["event_type", "pipeline_slug"]
+    assert {f["name"]: f["type"] for f in SCHEMAS["events_raw"]["fields"]}["payload"] == "JSON"
     for spec in SCHEMAS.values():
-        assert spec["time_partitioning"] == {"type": "DAY", "field": "finished_at"}
-        assert spec["clustering"] == ["pipeline_slug", "branch", "state"]
         names = [f["name"] for f in spec["fields"]]
         assert len(names) == len(set(names))
+    # New columns go at the end: BigQuery adds them to an existing table in place.
+    assert [f["name"] for f in SCHEMAS["jobs"]["fields"]][-4:] == [
+        "signal",
+        "signal_reason",
+        "failure_cause",
+        "infrastructure_failure",
+    ]
 
 
 def test_tables_on_the_emulator_are_made_from_the_schema_files(dataset: str) -> None:
     client = bigquery_client(dataset.split(".")[0], _api_url())
     for name, spec in SCHEMAS.items():
         table = client.get_table(f"{dataset}.{name}")
-        assert [f.name for f in table.schema] == [f["name"] for f in spec["fields"]]
-        assert table.time_partitioning.field == "finished_at"
-        assert table.clustering_fields == ["pipeline_slug", "branch", "state"]
+        assert [(f.name, f.field_type) for f in table.schema] == [(f["name"], f["type"]) for f in spec["fields"]]
+        assert table.time_partitioning.field == spec["time_partitioning"]["field"]
+        assert table.clustering_fields == spec["clustering"]
 
 
 # --- redelivery ----------------------------------------------------------------------
@@ -356,11 +491,24 @@ def test_a_lost_claim_duplicates_a_row_but_the_latest_views_do_not(
     deliver(build)
     deliver(job)
     emulators.wipe_firestore(firestore_emulator.host, gcp_project)  # the claims expired or were lost
+    _reset()  # ... and another instance takes the redelivery
     deliver(build)
     deliver(job)
     assert outcomes(capsys) == ["done"] * 4
     assert len(select(dataset, "builds")) == 2 and len(select(dataset, "jobs")) == 2
     assert len(select(dataset, "builds_latest")) == 1 and len(select(dataset, "jobs_latest")) == 1
+    assert len(select(dataset, "events_raw")) == 4 and len(select(dataset, "events")) == 2
+
+
+def test_an_instance_that_lost_the_claim_still_writes_nothing_twice(
+    dataset: str, firestore_emulator: Service, gcp_project: str, capsys: Any
+) -> None:
+    push = envelope(payload("build.finished.failed"))
+    deliver(push)
+    emulators.wipe_firestore(firestore_emulator.host, gcp_project)
+    deliver(push)  # the same instance remembers what it wrote
+    assert outcomes(capsys) == ["done", "done"]
+    assert len(select(dataset, "builds")) == 1 and len(select(dataset, "events_raw")) == 1
 
 
 def test_builds_latest_shows_the_final_finish_of_a_build_that_was_unblocked(dataset: str) -> None:
@@ -383,10 +531,13 @@ def test_builds_latest_prefers_our_message_over_mcncls_for_the_same_build(
     deliver(envelope(data, attributes, message_id="theirs"))  # the same event: the claim stops it
     assert len(select(dataset, "builds")) == 1
     emulators.wipe_firestore(firestore_emulator.host, gcp_project)  # the claims expired or were lost
+    _reset()
     deliver(envelope(data, attributes, message_id="theirs"))  # written later, with less in it
     assert len(select(dataset, "builds")) == 2
     (latest,) = select(dataset, "builds_latest")
     assert (latest["source_format"], latest["default_branch"], latest["message_id"]) == ("buildkite", "main", "ours")
+    (event,) = select(dataset, "events")
+    assert (event["source_format"], event["message_id"]) == ("buildkite", "ours")
 
 
 def test_outcome_names_blocked_and_failed_builds(dataset: str) -> None:
@@ -521,13 +672,24 @@ def fake_bigquery(firestore: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[F
 def test_insert_sends_the_event_key_as_insert_id_and_no_unknown_fields(fake_bigquery: FakeBigQuery) -> None:
     push = envelope(payload("build.finished.failed"))
     deliver(push)
-    (request,) = fake_bigquery.requests()
-    assert request.path == "/bigquery/v2/projects/real-project/datasets/buildkite/tables/builds/insertAll"
-    (sent,) = request.json["rows"]
-    assert sent["insertId"] == parse_delivery(push).key_hash
-    assert set(sent["json"]) == {f["name"] for f in SCHEMAS["builds"]["fields"]}
-    assert request.json["ignoreUnknownValues"] is False  # BigQuery must refuse a field the table lacks
-    assert request.json["skipInvalidRows"] is False
+    raw, build = fake_bigquery.requests()
+    assert raw.path == "/bigquery/v2/projects/real-project/datasets/buildkite/tables/events_raw/insertAll"
+    assert build.path == "/bigquery/v2/projects/real-project/datasets/buildkite/tables/builds/insertAll"
+    for request, table in ((raw, "events_raw"), (build, "builds")):
+        (sent,) = request.json["rows"]
+        assert sent["insertId"] == parse_delivery(push).key_hash
+        assert set(sent["json"]) == {f["name"] for f in SCHEMAS[table]["fields"]}
+        assert request.json["ignoreUnknownValues"] is False  # BigQuery must refuse a field the table lacks
+        assert request.json["skipInvalidRows"] is False
+    assert isinstance(raw.json["rows"][0]["json"]["payload"], str)  # JSON text, as the official client sends it
+
+
+def test_a_retry_after_a_partial_failure_writes_only_what_is_missing(fake_bigquery: FakeBigQuery, capsys: Any) -> None:
+    fake_bigquery.standin.fail("/tables/jobs/insertAll", Fault(status=503, remaining=1, body={"error": {"code": 503}}))
+    deliver(envelope(payload("job.finished.failed")))
+    assert outcomes(capsys) == ["done"]
+    tables = [request.path.split("/tables/")[1].split("/")[0] for request in fake_bigquery.requests()]
+    assert tables == ["events_raw", "jobs", "jobs"]
 
 
 def test_per_row_insert_errors_nack_into_the_dead_letter_queue_with_the_reason(
@@ -546,7 +708,7 @@ def test_per_row_insert_errors_nack_into_the_dead_letter_queue_with_the_reason(
     assert "invalid at duration_seconds: no such field." in line["message"]
     assert "dead-letter queue" in line["message"]
     assert "secret-ish" not in captured and "secret-ish" not in str(nack.value.description)  # no row values
-    assert len(fake_bigquery.requests()) == 1  # retrying cannot help: no retries
+    assert len(fake_bigquery.requests()) == 1  # retrying cannot help: no retries (events_raw refused first)
 
 
 def test_server_errors_are_retried_with_the_same_insert_id_then_succeed(
@@ -556,9 +718,10 @@ def test_server_errors_are_retried_with_the_same_insert_id_then_succeed(
     deliver(envelope(payload("job.finished.failed")))
     assert outcomes(capsys) == ["done"]
     requests = fake_bigquery.requests()
-    assert len(requests) == 3
+    assert len(requests) == 4  # events_raw: 503, 503, ok; then jobs
     assert len({r.json["rows"][0]["insertId"] for r in requests}) == 1  # BigQuery can dedupe the retries
-    assert requests[0].path.endswith("/datasets/buildkite/tables/jobs/insertAll")
+    assert requests[0].path.endswith("/datasets/buildkite/tables/events_raw/insertAll")
+    assert requests[-1].path.endswith("/datasets/buildkite/tables/jobs/insertAll")
 
 
 def test_server_errors_that_persist_nack_after_bounded_attempts(fake_bigquery: FakeBigQuery, capsys: Any) -> None:
@@ -607,30 +770,40 @@ def test_api_errors_map_onto_ack_and_nack(
 # --- manifest and cold start ---------------------------------------------------------
 
 
-def test_manifest_filter_takes_finished_builds_and_jobs_only() -> None:
+def test_manifest_filter_takes_every_event() -> None:
     matches = parse_filter(manifest("bigquery-metrics").filter).matches
     for name in payload_names():
-        event = parse_delivery(envelope(payload(name)))
-        assert matches(message_attributes(event)) == (event.event_type in STORED_EVENTS), name
-    _, attributes = mcncl("build.finished.failed")
-    assert matches(attributes)
+        assert matches(message_attributes(parse_delivery(envelope(payload(name))))), name
+    for name in ("build.finished.failed", "agent.connected"):
+        assert matches(mcncl(name)[1])
+    assert matches({"event_type": "cluster_token.registration_blocked"})
 
 
-def test_manifest_points_at_the_builds_table_and_the_local_emulator() -> None:
+def test_manifest_points_at_the_tables_and_the_local_emulator() -> None:
     m = manifest("bigquery-metrics")
     assert m.entry_point == "store_build_metrics" and m.idempotency
     assert m.env["BIGQUERY_TABLE"] == "${project}.${bigquery_dataset}.builds"
     assert m.env["BIGQUERY_JOBS_TABLE"] == "${project}.${bigquery_dataset}.jobs"
+    assert m.env["BIGQUERY_EVENTS_TABLE"] == "${project}.${bigquery_dataset}.events_raw"
     assert m.raw["local_env"]["BIGQUERY_API_URL"] == "${bigquery_api_url}"
     assert m.raw["iam"] == [
         {"role": "projects/${project}/roles/buildkiteFanoutTableWriter", "scope": "bigquery_tables"}
     ]
 
 
+def test_the_bundle_ships_the_row_builders_beside_main() -> None:
+    from tools.ops import deploy
+
+    shipped = {path.name for path in deploy.package("bigquery-metrics").iterdir()}
+    assert {"main.py", "metrics_rows.py", "function.yaml", "buildkite_events"} <= shipped
+    assert not {name for name in shipped if name.startswith("test_")}
+
+
 def test_the_cold_path_never_imports_the_bigquery_client_library(dataset: str) -> None:
     """Import and first delivery in a fresh interpreter, as a new instance: the row lands, no google.cloud.bigquery."""
     code = (
-        "import sys, runpy\n"
+        "import sys, runpy, os\n"
+        "sys.path.append(os.path.dirname(sys.argv[1]))  # as functions-framework does\n"
         "fn = runpy.run_path(sys.argv[1])\n"
         "imported_by_main = 'google.cloud.bigquery' in sys.modules\n"
         "from tests.support import cloud_event, envelope, payload\n"
@@ -644,7 +817,7 @@ def test_the_cold_path_never_imports_the_bigquery_client_library(dataset: str) -
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-2:] == ["False", "False"]
     assert '"outcome": "done"' in result.stdout
-    assert len(select(dataset, "builds")) == 1
+    assert len(select(dataset, "builds")) == 1 and len(select(dataset, "events_raw")) == 1
 
 
 def test_without_the_emulator_it_uses_google_credentials_and_a_refused_one_is_a_config_error(
@@ -697,4 +870,4 @@ def test_an_unusable_retry_after_still_retries(fake_bigquery: FakeBigQuery, hint
         return
     deliver(envelope(payload("build.finished.failed")))
     assert outcomes(capsys) == ["done"]
-    assert len(fake_bigquery.requests()) == 2
+    assert len(fake_bigquery.requests()) == 3  # the refused events_raw insert, then events_raw and builds

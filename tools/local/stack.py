@@ -234,8 +234,7 @@ def _function_report(stack: LocalStack, name: str) -> list[str]:
         blobs = list(client.list_blobs(ARCHIVE_BUCKET))
         return [f"bucket gs://{ARCHIVE_BUCKET} holds {len(blobs)} objects"]
     if name == "bigquery-metrics":
-        from tools.bigquery import bigquery_client
-        from tools.ops.report import demo_lines
+        from tools.bigquery import bigquery_client, demo_lines
 
         return demo_lines(bigquery_client(PROJECT, stack.services["bigquery"].url), PROJECT, BIGQUERY_DATASET)
     return []
