@@ -29,9 +29,16 @@ locals {
     "jsonPayload.outcome:*",
   ])
 
+  # Both delivery metrics label their points with these fields of the line.
   delivery_labels = {
-    function = "EXTRACT(jsonPayload.function)"
-    outcome  = "EXTRACT(jsonPayload.outcome)"
+    function = {
+      extractor   = "EXTRACT(jsonPayload.function)"
+      description = "The function that handled the delivery."
+    }
+    outcome = {
+      extractor   = "EXTRACT(jsonPayload.outcome)"
+      description = "What the function did: done, filtered, skipped, duplicate, invalid (acked) or config_error, retry, error (nacked)."
+    }
   }
 }
 
@@ -40,7 +47,7 @@ resource "google_logging_metric" "deliveries" {
 
   project     = var.project_id
   name        = local.log_metrics.deliveries
-  description = "Pub/Sub deliveries each function handled, by the outcome it logged (done, filtered, invalid, config_error, retry, error, ...)."
+  description = "Pub/Sub deliveries each function handled, by the outcome it logged."
   filter      = local.delivery_lines
 
   metric_descriptor {
@@ -49,18 +56,16 @@ resource "google_logging_metric" "deliveries" {
     unit         = "1"
     display_name = "buildkite-fanout deliveries"
 
-    labels {
-      key         = "function"
-      value_type  = "STRING"
-      description = "The function that handled the delivery."
-    }
-    labels {
-      key         = "outcome"
-      value_type  = "STRING"
-      description = "What the function did: done, filtered, duplicate, invalid (acked) or config_error, retry, error (nacked)."
+    dynamic "labels" {
+      for_each = local.delivery_labels
+      content {
+        key         = labels.key
+        value_type  = "STRING"
+        description = labels.value.description
+      }
     }
   }
-  label_extractors = local.delivery_labels
+  label_extractors = { for key, label in local.delivery_labels : key => label.extractor }
 
   depends_on = [google_project_service.enabled]
 }
@@ -80,18 +85,16 @@ resource "google_logging_metric" "delivery_duration" {
     unit         = "ms"
     display_name = "buildkite-fanout delivery duration"
 
-    labels {
-      key         = "function"
-      value_type  = "STRING"
-      description = "The function that handled the delivery."
-    }
-    labels {
-      key         = "outcome"
-      value_type  = "STRING"
-      description = "What the function did with it."
+    dynamic "labels" {
+      for_each = local.delivery_labels
+      content {
+        key         = labels.key
+        value_type  = "STRING"
+        description = labels.value.description
+      }
     }
   }
-  label_extractors = local.delivery_labels
+  label_extractors = { for key, label in local.delivery_labels : key => label.extractor }
 
   # 1 ms to ~700 s (1.4^40 ms) in 40 buckets, each 40% wider than the one before: a p95
   # within about 20%, up to past the longest function timeout (540 s).

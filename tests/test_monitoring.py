@@ -355,7 +355,7 @@ def test_every_ingress_answer_is_counted_by_status_and_5xx_opens_an_incident(
     # The ingress's own lines (published, unauthorized, config_error) are no deliveries, and
     # no Pub/Sub function's answers are the ingress's.
     lines = [line for line in log_lines(out.getvalue()) if "outcome" in line]
-    assert {line["outcome"] for line in lines} >= {"published", "unauthorized", "config_error"}
+    assert "config_error" in {line["outcome"] for line in lines}  # the 5xx runbook sends operators to it
     assert not [line for line in lines if rendered.point("deliveries", stdout_entry(line, service="ingress"))]
     for name in PUBSUB:
         assert rendered.point("ingress_responses", request_entry(500, service=name)) is None
