@@ -18,6 +18,7 @@ import io
 import json
 import re
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -304,14 +305,21 @@ def ingress(pubsub_emulator: Any, gcp_project: str, monkeypatch: pytest.MonkeyPa
     import functions_framework
     from google.cloud import pubsub_v1
 
+    topic = f"monitoring-{uuid.uuid4().hex[:8]}"
     publisher = pubsub_v1.PublisherClient()
-    publisher.create_topic(name=publisher.topic_path(gcp_project, "monitoring-events"))
-    monkeypatch.setenv("PUBSUB_TOPIC", "monitoring-events")
-    source = ROOT / "functions" / "ingress" / "main.py"
-    app = functions_framework.create_app(target="receive_webhook", source=str(source))
-    module = next(m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == str(source))
-    yield app.test_client(), module._setup.cache_clear
-    module._setup.cache_clear()
+    publisher.create_topic(name=publisher.topic_path(gcp_project, topic))
+    monkeypatch.setenv("PUBSUB_TOPIC", topic)
+    source = str(ROOT / "functions" / "ingress" / "main.py")
+    app = functions_framework.create_app(target="receive_webhook", source=source)
+
+    def fresh_instance() -> None:
+        """Forget the instance's config and publisher (every copy of main.py loaded so far)."""
+        for module in list(sys.modules.values()):
+            if getattr(module, "__file__", None) == source:
+                module._setup.cache_clear()
+
+    yield app.test_client(), fresh_instance
+    fresh_instance()
 
 
 def test_every_ingress_answer_is_counted_by_status_and_5xx_opens_an_incident(
