@@ -137,7 +137,7 @@ variable "idempotency_collection" {
 }
 
 variable "notification_channels" {
-  description = "Cloud Monitoring notification channel ids (projects/<p>/notificationChannels/<id>) told when a dead-letter queue holds messages. Required: [] is accepted, and every plan then warns that no one will be told."
+  description = "Cloud Monitoring notification channel ids (projects/<p>/notificationChannels/<id>) told of every incident: a dead-letter queue holds messages, a function reports a configuration error, the ingress answers 5xx. Required: [] is accepted, and every plan then warns that no one will be told."
   type        = list(string)
 
   validation {

@@ -148,7 +148,7 @@ run "an_unknown_public_ingress_mode" {
   expect_failures = [var.public_ingress]
 }
 
-run "no_one_told_about_dead_letters" {
+run "no_one_told_about_incidents" {
   command = plan
 
   variables {
@@ -156,7 +156,7 @@ run "no_one_told_about_dead_letters" {
   }
 
   # Accepted, but every plan says it out loud.
-  expect_failures = [check.dead_letter_alert_reaches_someone]
+  expect_failures = [check.alerts_reach_someone]
 }
 
 run "bundles_not_built_yet" {
