@@ -33,7 +33,7 @@ TOKEN = "ghp_test-token-0123456789"
 REPO = "my-great-org/my-pipeline"
 SHA_2041 = "5a741616cdf07dc87c5adafe784321eeeb639e33"
 SHA_2042 = "b7c3e2d94f1a60c58e2d7f3a9b4c1e0d6f8a2b3c"
-SCHEMAS = json.loads((Path(__file__).with_name("testdata") / "github-statuses.schema.json").read_text())
+SCHEMAS = json.loads((Path(__file__).with_name("testdata") / "github-api.schema.json").read_text())
 REQUEST_SCHEMA = {**SCHEMAS["create_status"]["request"], "additionalProperties": False}
 APP_ID, INSTALLATION = "123456", "987654"
 
