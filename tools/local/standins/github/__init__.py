@@ -19,7 +19,7 @@ from typing import Any
 from tools.local.standin import StandIn
 
 from . import apps, checks, commit_statuses
-from .apps import DEMO_APP_ID, demo_app_env, install_app, register_app
+from .apps import DEMO_APP_ID, demo_app_env, generate_key, install_app, register_app
 from .checks import check_runs
 from .core import DEMO_TOKEN, PREFIX, GitHubState, Installation, Repo, state
 
@@ -36,6 +36,7 @@ __all__ = [
     "combined",
     "demo_app_env",
     "exhaust_rate_limit",
+    "generate_key",
     "hide_repo",
     "install_app",
     "register",

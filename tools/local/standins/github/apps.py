@@ -57,9 +57,8 @@ def install_app(
     return installation
 
 
-def demo_app_env(server: StandIn) -> dict[str, str]:
-    """A GitHub App for the local stack: an RSA key made now (never stored), the App registered
-    with its public key and installed on my-great-org; the environment github-status needs."""
+def generate_key() -> tuple[str, str]:
+    """(private PEM, public PEM): a fresh RSA key for an App that exists only here."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -68,8 +67,15 @@ def demo_app_env(server: StandIn) -> dict[str, str]:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    register_app(server, DEMO_APP_ID, public.decode(), DEMO_INSTALLATION_ID)
-    return {"GITHUB_APP_ID": DEMO_APP_ID, "GITHUB_APP_PRIVATE_KEY": private.decode()}
+    return private.decode(), public.decode()
+
+
+def demo_app_env(server: StandIn) -> dict[str, str]:
+    """A GitHub App for the local stack: a key made now (never stored), the App registered with its
+    public key and installed on my-great-org; the environment github-status needs to use it."""
+    private, public = generate_key()
+    register_app(server, DEMO_APP_ID, public, DEMO_INSTALLATION_ID)
+    return {"GITHUB_APP_ID": DEMO_APP_ID, "GITHUB_APP_PRIVATE_KEY": private}
 
 
 def _repo_installation(server: StandIn, request: Recorded, params: dict[str, str], caller: Caller) -> Reply:
