@@ -161,22 +161,24 @@ class CheckRuns:
         if reservation.verdict == "confirmed" and not refresh:
             raise Skip(f"check run on {where} already shows {_shown(held.value)}")
         if reservation.verdict == "stale" and not refresh:
-            why = "a completed check run is never reopened" if held.order[0] > run.order[0] else "a step back"
-            raise Skip(f"kept {_shown(held.value)} on {where}: {run.state} would be {why}")
-        return f"{self._sync(held)} on {where}"
+            late = f"a late {run.state} never reopens a completed check run"
+            why = late if held.order[0] > run.order[0] else f"{run.state} would be a step back"
+            raise Skip(f"kept {_shown(held.value)} on {where}: {why}")
+        action, shown, jobs = self._sync(held)
+        return f"{action} check run on {where}: {_shown(shown.value)}, {title(shown.value, jobs)}"
 
-    def _sync(self, record: Record) -> str:
+    def _sync(self, record: Record) -> tuple[str, Record, list[FailedJob]]:
         """Send ``record`` with the failed jobs; again while a newer record or another job came meanwhile."""
-        build_id = str(record.value["external_id"])
+        build_id, actions = str(record.value["external_id"]), set()
         for _ in range(MAX_ROUNDS):
-            jobs = list(failed_jobs(build_id))
-            action = self._send(record, jobs)
+            jobs = failed_jobs(build_id)
+            actions.add(self._send(record, jobs))
             newer = self.records.confirm(record)
             if newer is not None:
                 record = newer
                 continue
-            if list(failed_jobs(build_id)) == jobs:
-                return f"{action} check run {_shown(record.value)}: {title(record.value, jobs)}"
+            if failed_jobs(build_id) == jobs:
+                return ("created" if "created" in actions else "updated"), record, jobs
         raise TransientError(f"check run for build {build_id} kept changing; will check again")
 
     def _send(self, record: Record, jobs: Sequence[FailedJob]) -> str:

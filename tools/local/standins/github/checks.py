@@ -13,6 +13,7 @@ completed GitHub keeps its status and conclusion: an update may change the outpu
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -71,6 +72,8 @@ def _create(server: StandIn, request: Recorded, params: dict[str, str], caller: 
     problems = _problems(body, None)
     if problems:
         return _invalid(problems)
+    if gh.slow_check_runs:
+        time.sleep(gh.slow_check_runs)
     run_id = gh.new_id()
     run: dict[str, Any] = {
         "id": run_id,

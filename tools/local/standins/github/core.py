@@ -89,6 +89,7 @@ class GitHubState:
     check_runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # id -> check run, as GitHub shows it
     check_run_log: list[dict[str, Any]] = field(default_factory=list)  # every create and update, in order
     lost_check_run_answers: int = 0  # creates that happen but whose answer is lost (502)
+    slow_check_runs: float = 0.0  # seconds every check-run create waits before it is made
     next_id: int = 1
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
