@@ -68,7 +68,7 @@ class GitHub:
         """``POST /repos/{repo}/check-runs``: the new run's id."""
         response = self._authorized("POST", f"/repos/{repo}/check-runs", repo, body)
         self._raise_for_checks(response, f"creating check run {body.get('name')!r} on {repo}", repo)
-        run_id = _json(response).get("id")
+        run_id = json_object(response).get("id")
         if not isinstance(run_id, int):
             raise TransientError(f"GitHub answered no check run id on {repo}")  # found again by the redelivery
         return run_id
@@ -87,7 +87,7 @@ class GitHub:
             path = f"/repos/{repo}/commits/{sha}/check-runs"
             response = self._authorized("GET", path, repo, params={**params, "page": str(page)})
             self._raise_for_checks(response, f"listing check runs of {repo}@{sha[:7]}", repo)
-            runs = _json(response).get("check_runs")
+            runs = json_object(response).get("check_runs")
             runs = runs if isinstance(runs, list) else []
             for run in runs:
                 if isinstance(run, dict) and run.get("external_id") == external_id and run.get("name") == name:
@@ -154,7 +154,7 @@ class GitHub:
             raise TransientError(f"could not reach GitHub: {type(err).__name__}") from None
 
 
-def _json(response: Response) -> dict[str, Any]:
+def json_object(response: Response) -> dict[str, Any]:
     try:
         data = response.json()
     except ValueError:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from github_api import raise_for_github
+from github_api import json_object, raise_for_github
 
 from buildkite_events import ConfigError, TransientError
 
@@ -75,7 +75,7 @@ class AppAuth:
                 "owner (all repositories, or a selection that includes this one)"
             },
         )
-        found = str(_json(response).get("id") or "")
+        found = str(json_object(response).get("id") or "")
         if not found.isdigit():
             raise TransientError(f"GitHub answered no installation id for {repo}")
         with self._lock:
@@ -125,7 +125,7 @@ class AppAuth:
             "getting an installation token",
             config={404: f"installation {installation} not found for this app"},
         )
-        data = _json(response)
+        data = json_object(response)
         token, expires = data.get("token"), _parse_expiry(data.get("expires_at"))
         if not isinstance(token, str) or not token:
             raise TransientError("GitHub returned no installation token")
@@ -139,14 +139,6 @@ def private_key_pem(value: str) -> str:
     if "\\n" in key and "\n" not in key:
         key = key.replace("\\n", "\n")
     return key
-
-
-def _json(response: Any) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _parse_expiry(value: Any) -> float:

@@ -294,8 +294,10 @@ def _job_line(job: FailedJob) -> str:
 
 def md(text: str) -> str:
     """Untrusted text as literal markdown: every ASCII punctuation character backslash-escaped, so
-    nothing in it can open a link, an image, emphasis, a heading, a table or HTML."""
-    return _PUNCTUATION.sub(r"\\\1", text)
+    nothing in it can open a link, an image, emphasis, a heading, a table or HTML; and a word
+    joiner (U+2060, invisible) after each ``@``, which an escape does not stop from becoming a
+    mailto link or a mention."""
+    return _PUNCTUATION.sub(r"\\\1", text).replace("@", "@\u2060")
 
 
 def _link(url: str | None) -> str | None:

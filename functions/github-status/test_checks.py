@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from buildkite_events import Nack
 from buildkite_events.builds import FailedJob
-from tests.support import cloud_event, envelope, load_function, log_lines, outcomes, payload
+from tests.support import deliver_to, envelope, load_function, log_lines, outcomes, payload
 from tools.local.standin import Fault, StandIn
 from tools.local.standins import github as gh_standin
 
@@ -87,9 +87,7 @@ def github(
 
 
 def deliver(body: dict[str, Any] | str, message_id: str = "1000") -> None:
-    fn.update_github_status(
-        cloud_event(envelope(payload(body) if isinstance(body, str) else body, message_id=message_id))
-    )
+    deliver_to(fn.update_github_status, body, message_id)
 
 
 def quietly(body: dict[str, Any] | str, message_id: str) -> None:
@@ -319,7 +317,7 @@ def test_a_passed_job_changes_nothing(github: StandIn, capsys: Any) -> None:
 
 
 def test_untrusted_names_and_branches_stay_text(github: StandIn) -> None:
-    hostile = "[click](https://evil.example) **bold** <img src=x onerror=alert(1)> `code` # heading | a | b |"
+    hostile = "x@evil.example [click](https://evil.example) **bold** <img src=x onerror=alert(1)> `code` | a | b |"
     deliver(job(name=hostile, web_url="https://buildkite.com/o/p/builds/1#(job) x"), "1")
     failing = payload("build.failing")
     failing["build"]["branch"] = "feat/<script>*x*_[y](z)"
@@ -329,7 +327,8 @@ def test_untrusted_names_and_branches_stay_text(github: StandIn) -> None:
     assert 'href="https://evil.example' not in html and "<table>" not in html and "<h1>" not in html
     assert html.count("<a href=") == 2  # the build and the job, nothing else
     assert 'href="https://buildkite.com/o/p/builds/1#%28job%29%20x"' in html
-    assert "[click](https://evil.example) **bold** &lt;img src=x onerror=alert(1)&gt;" in html
+    assert "[click](https://evil.example) **bold** &lt;img src=x" in html
+    assert "mailto:" not in html and "x@\u2060evil.example" in html  # no mail link either
 
 
 def test_summaries_fit_githubs_limits() -> None:

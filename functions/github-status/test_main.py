@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from buildkite_events import Nack, parse_delivery
-from tests.support import cloud_event, envelope, load_function, log_lines, mcncl, outcomes, payload
+from tests.support import cloud_event, deliver_to, envelope, load_function, log_lines, mcncl, outcomes, payload
 from tools.local.standin import Fault, StandIn
 from tools.local.standins import github as gh_standin
 
@@ -71,9 +71,7 @@ def github(server: StandIn, firestore: Any, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def deliver(body: dict[str, Any] | str, message_id: str = "1000") -> None:
-    fn.update_github_status(
-        cloud_event(envelope(payload(body) if isinstance(body, str) else body, message_id=message_id))
-    )
+    deliver_to(fn.update_github_status, body, message_id)
 
 
 def posts(server: StandIn) -> list[Any]:

@@ -115,5 +115,5 @@ def report(server: StandIn) -> tuple[str, list[str]]:
     title = "GitHub (stand-in): commit statuses and check runs that would have been set"
     if not gh.created and not gh.check_runs:
         return title, ["(none)"]
-    lines = commit_statuses.report_lines(server) if gh.created else []
-    return title, lines + (checks.report_lines(server) if gh.check_runs else ["0 check runs"])
+    lines = ["commit statuses:", *commit_statuses.report_lines(server)] if gh.created else ["0 commit statuses"]
+    return title, lines + (["check runs:", *checks.report_lines(server)] if gh.check_runs else ["0 check runs"])

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 
 from tools.local.standin import Recorded, Reply, StandIn
 
-from .core import Caller, account, commit_exists, error, find_repo, now, page, route, state
+from .core import Caller, account, commit_exists, error, find_commit, find_repo, now, page, route, state
 
 STATUSES = ("queued", "in_progress", "completed")
 CONCLUSIONS = ("action_required", "cancelled", "failure", "neutral", "success", "skipped", "timed_out")
@@ -211,12 +211,10 @@ def _invalid(problems: list[tuple[str, str]]) -> Reply:
 
 def _list(server: StandIn, request: Recorded, params: dict[str, str], caller: Caller) -> Reply:
     gh = state(server)
-    repo = find_repo(server, params, caller)
-    if repo is None:
-        return error(404, "Not Found")
-    ref = params["ref"].lower()
-    if not commit_exists(repo, ref):
-        return error(422, f"No commit found for SHA: {params['ref']}")
+    found = find_commit(server, params, caller)
+    if isinstance(found, Reply):
+        return found
+    repo, ref = found
     query = {k: v[0] for k, v in parse_qs(request.query).items()}
     with gh.lock:
         entries = [

@@ -11,7 +11,7 @@ from typing import Any
 
 from tools.local.standin import Recorded, Reply, StandIn
 
-from .core import Caller, Repo, commit_exists, error, find_repo, now, page, route, state, user
+from .core import Caller, Repo, commit_exists, error, find_commit, find_repo, now, page, route, state, user
 
 STATES = ("error", "failure", "pending", "success")
 
@@ -88,12 +88,10 @@ def _validate(body: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _list_statuses(server: StandIn, request: Recorded, params: dict[str, str], caller: Caller) -> Reply:
-    repo = find_repo(server, params, caller)
-    if repo is None:
-        return error(404, "Not Found")
-    ref = params["ref"].lower()
-    if not commit_exists(repo, ref):
-        return error(422, f"No commit found for SHA: {params['ref']}")
+    found = find_commit(server, params, caller)
+    if isinstance(found, Reply):
+        return found
+    repo, ref = found
     chunk, headers = page(request, list(reversed(repo.statuses.get(ref, []))))
     return Reply(200, chunk, headers)
 
@@ -123,13 +121,8 @@ def combined_status(repo: Repo, sha: str) -> dict[str, Any]:
 
 
 def _combined_status(server: StandIn, request: Recorded, params: dict[str, str], caller: Caller) -> Reply:
-    repo = find_repo(server, params, caller)
-    if repo is None:
-        return error(404, "Not Found")
-    ref = params["ref"].lower()
-    if not commit_exists(repo, ref):
-        return error(422, f"No commit found for SHA: {params['ref']}")
-    return Reply(200, combined_status(repo, ref))
+    found = find_commit(server, params, caller)
+    return found if isinstance(found, Reply) else Reply(200, combined_status(*found))
 
 
 def _get_repo(server: StandIn, request: Recorded, params: dict[str, str], caller: Caller) -> Reply:

@@ -240,6 +240,17 @@ def find_repo(server: StandIn, params: dict[str, str], caller: Caller) -> Repo |
     return repo
 
 
+def find_commit(server: StandIn, params: dict[str, str], caller: Caller) -> tuple[Repo, str] | Reply:
+    """The repository and the commit ``params["ref"]`` names, or GitHub's 404 or 422 answer."""
+    repo = find_repo(server, params, caller)
+    if repo is None:
+        return error(404, "Not Found")
+    ref = params["ref"].lower()
+    if not commit_exists(repo, ref):
+        return error(422, f"No commit found for SHA: {params['ref']}")
+    return repo, ref
+
+
 def commit_exists(repo: Repo, sha: str) -> bool:
     if len(sha) != 40 or any(c not in "0123456789abcdef" for c in sha):
         return False
