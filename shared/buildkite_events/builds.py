@@ -50,6 +50,7 @@ __all__ = [
     "BranchStanding",
     "BuildMemory",
     "FailedJob",
+    "affects_failed_jobs",
     "branch_history",
     "build_key",
     "failed_jobs",
@@ -225,6 +226,20 @@ def remember_job(event: BuildkiteEvent) -> str:
     memory, note = _update(key, change)
     what = "failed job" if failed else f"job {clean(job.state)[:20] or 'finished'}"
     return f"{what} {name}: {note or 'already recorded'} ({len(memory.failed)} failed in the build)"
+
+
+def affects_failed_jobs(event: BuildkiteEvent) -> bool:
+    """Whether this ``job.finished`` is one ``remember_job`` records: a hard failure, an attempt
+    that was retried, or a retry of another. A function that shows the failed jobs refreshes on
+    these whether or not it was the first to record them (the record is shared)."""
+    job = event.job
+    if event.event_type != "job.finished" or job is None:
+        return False
+    raw = _mapping(event.data.get("job"))
+    retry_of = _text(_mapping(raw.get("retry_source")).get("job_id"))
+    return (
+        is_hard_failure(job) or job.retried or retry_of is not None or _text(raw.get("retried_in_job_id")) is not None
+    )
 
 
 def failed_jobs(build_id: str) -> list[FailedJob]:
