@@ -48,8 +48,13 @@ URL_LIMIT = 500
 CREATE_LEASE_SECONDS = 30
 MAX_ROUNDS = 5
 # Buildkite's verdict → (status, conclusion). A blocked build stays in progress: see README.
-_COMPLETED = {"passed": "success", "failed": "failure", "canceled": "cancelled", "skipped": "skipped"}
-_COMPLETED["not_run"] = "skipped"
+_COMPLETED = {
+    "passed": "success",
+    "failed": "failure",
+    "canceled": "cancelled",
+    "skipped": "skipped",
+    "not_run": "skipped",
+}
 _IN_PROGRESS = {"running", "blocked", "failing", "canceling"}
 _QUEUED = {"creating", "waiting", "scheduled"}
 _HEADLINE = {

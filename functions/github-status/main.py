@@ -25,7 +25,7 @@ from github_checks import CheckRuns, plan_check
 from github_statuses import STATES, Status, publish, status_for
 
 from buildkite_events import BuildkiteEvent, InvalidEvent, Skip, env, pubsub_handler
-from buildkite_events.builds import build_key, failed_jobs, remember_job
+from buildkite_events.builds import affects_failed_jobs, remember_job
 from buildkite_events.state import Records
 
 REPORTS = {"statuses": ("statuses",), "checks": ("checks",), "both": ("statuses", "checks")}
@@ -121,12 +121,10 @@ def record_job(event: BuildkiteEvent, config: Config) -> str:
         raise Skip("job events feed check runs only; GITHUB_REPORT=statuses")
     if event.event_type != "job.finished":
         raise Skip(f"{event.event_type} changes no failed jobs")
+    if not affects_failed_jobs(event):
+        raise Skip("the job neither failed nor was retried: the failed jobs stay as they are")
     target = target_of(event, config.host, status_context(event, config))
-    key = build_key(event)
-    before = failed_jobs(key)
-    note = remember_job(event)
-    if failed_jobs(key) == before:
-        raise Skip(f"{note}; the check run's failed jobs are unchanged")
+    note = remember_job(event)  # the record is shared: another function may have kept the job already
     return f"{note}; {_check_runs(config).publish(plan_check(event, target), refresh=True)}"
 
 

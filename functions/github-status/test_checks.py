@@ -26,8 +26,8 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from buildkite_events import Nack
-from buildkite_events.builds import FailedJob
+from buildkite_events import Nack, parse_delivery
+from buildkite_events.builds import FailedJob, affects_failed_jobs, remember_job
 from tests.support import deliver_to, envelope, load_function, log_lines, outcomes, payload
 from tools.local.standin import Fault, StandIn
 from tools.local.standins import github as gh_standin
@@ -316,6 +316,40 @@ def test_a_passed_job_changes_nothing(github: StandIn, capsys: Any) -> None:
     assert runs(github) == [] and outcomes(capsys) == ["skipped"]
 
 
+def test_a_job_another_function_recorded_first_still_shows(github: StandIn) -> None:
+    """The per-build record is shared: slack-notify may keep a failed job before github-status sees it."""
+    remember_job(parse_delivery(envelope(job())))
+    deliver(job(), "1")
+    assert "RSpec" in runs(github)[0]["output"]["summary"]
+
+
+def test_a_job_whose_check_run_failed_to_update_shows_on_redelivery(
+    github: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RETRY_BUDGET_SECONDS", "0")
+    github.fail(r"/check-runs$", Fault(status=502, remaining=1))
+    with pytest.raises(Nack, match="502"):
+        deliver(job(), "1")  # the job is recorded, the run is not created
+    deliver(job(), "1")  # Pub/Sub redelivers: the job is recorded already, the run still gets it
+    assert "RSpec" in runs(github)[0]["output"]["summary"]
+
+
+@pytest.mark.parametrize(
+    ("name", "fields", "expected"),
+    [
+        ("job.finished.failed", {}, True),
+        ("job.finished.passed.auto-retry", {}, True),  # a retry: its earlier attempt leaves the list
+        ("job.finished.failed", {"state": "passed", "exit_status": 0}, False),
+        ("job.finished.failed", {"soft_failed": True}, False),
+        ("job.started", {}, False),
+    ],
+)
+def test_which_jobs_can_change_the_failed_jobs(name: str, fields: dict[str, Any], expected: bool) -> None:
+    body = payload(name)
+    body["job"].update(fields)
+    assert affects_failed_jobs(parse_delivery(envelope(body))) is expected
+
+
 def test_untrusted_names_and_branches_stay_text(github: StandIn) -> None:
     hostile = "x@evil.example [click](https://evil.example) **bold** <img src=x onerror=alert(1)> `code` | a | b |"
     deliver(job(name=hostile, web_url="https://buildkite.com/o/p/builds/1#(job) x"), "1")
@@ -333,7 +367,7 @@ def test_untrusted_names_and_branches_stay_text(github: StandIn) -> None:
 
 def test_summaries_fit_githubs_limits() -> None:
     value = checks.plan_check(
-        importlib.import_module("buildkite_events").parse_delivery(envelope(payload("build.finished.failed"))),
+        parse_delivery(envelope(payload("build.finished.failed"))),
         api.Target(REPO, SHA_2042, NAME),
     ).value
     url = "https://buildkite.com/" + "p" * 480
@@ -484,7 +518,7 @@ def test_rate_limits_and_server_errors_are_retried(github: StandIn, capsys: Any)
 def test_github_hosts(api_url: str, host: str, accepted: str, refused: str) -> None:
     config = fn.Config(api_url=api_url, token="t")
     assert config.host == host
-    event = importlib.import_module("buildkite_events").parse_delivery(envelope(payload("build.finished.passed")))
+    event = parse_delivery(envelope(payload("build.finished.passed")))
     pipeline = event.data["pipeline"]
     for url, expected in ((accepted, "o/r"), (refused, None)):
         pipeline["provider"] = {"id": "private"}
