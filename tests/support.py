@@ -87,6 +87,11 @@ def cloud_event(push: Mapping[str, Any]) -> Any:
     return CloudEvent(attributes, dict(push))
 
 
+def deliver_to(entry: Any, body: Mapping[str, Any] | str, message_id: str = "1000") -> None:
+    """Push a payload fixture (by name) or a Buildkite body to a function's entry point, as Pub/Sub would."""
+    entry(cloud_event(envelope(payload(body) if isinstance(body, str) else body, message_id=message_id)))
+
+
 def load_function(name: str) -> ModuleType:
     """Import ``functions/<name>/main.py`` under a unique module name (its helpers under their own)."""
     module_name = f"fn_{name.replace('-', '_')}"

@@ -1,44 +1,41 @@
-"""GitHub: the REST calls github-status makes (commit statuses, GitHub App installation tokens),
-GitHub's answers as the handler's error kinds (rate limits first), and which repository a clone
-URL names."""
+"""GitHub: the REST calls github-status makes (commit statuses, check runs), GitHub's answers as the
+handler's error kinds (rate limits first), and which repository and commit a build is on."""
 
 from __future__ import annotations
 
 import contextlib
 import re
-import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from buildkite_events import ConfigError, TransientError
+from buildkite_events import BuildkiteEvent, Skip, TransientError
 from buildkite_events.http import raise_for, retry_after
 
 if TYPE_CHECKING:
+    from github_app import App
     from requests import Response
 
 USER_AGENT = "buildkite-fanout-github-status"
 API_VERSION = "2022-11-28"
+LIST_PAGES = 10  # check runs looked through for ours: 1,000 per commit and name at most
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _SCP_LIKE = re.compile(r"^(?:[^@/\s]+@)?(?P<host>[^:/\s]+):(?P<path>[^\s]+)$")  # git@github.com:o/r.git
+_SHA = re.compile(r"^[0-9a-fA-F]{40}$")
+_GITHUB_PROVIDERS = {"github", "github_enterprise"}
+_OPEN_PROVIDERS = {"", "private", "unknown"}  # generic git: decide by the repository's host
 _REJECTED = "it rejected the credentials (GITHUB_TOKEN, or the App's id and private key)"
-# A token or App installation that cannot see a private repository gets 404, not 403.
-_SEE_REPO = (
-    "give the token access to it (fine-grained: Commit statuses read and write on that repository; "
-    "classic: the repo:status scope, repo for a private one), or install the GitHub App on it"
-)
 
 
-@dataclass(frozen=True)
-class App:
-    """GitHub App credentials: the app, its installation on the repositories, its private key."""
-
-    app_id: str
-    installation_id: str
-    private_key: str = field(repr=False)
+def _cannot_see(repo: str, permission: str) -> str:
+    # A token or App installation that cannot see a private repository gets 404, not 403.
+    return (
+        f"these credentials cannot see {repo}: give the token access to it (fine-grained: {permission} read and "
+        "write on that repository; classic: the repo:status scope, repo for a private one), or install the "
+        f"GitHub App on it with {permission}: read and write"
+    )
 
 
 class GitHub:
@@ -46,6 +43,7 @@ class GitHub:
 
     def __init__(self, api_url: str, *, token: str = "", app: App | None = None, timeout: float = 10.0) -> None:
         import requests
+        from github_app import AppAuth
 
         self.base = api_url.rstrip("/")
         self.token = token.strip()
@@ -56,32 +54,89 @@ class GitHub:
         self.auth = AppAuth(app, self) if app else None
         self._timeout = (min(5.0, timeout), timeout)
 
-    def create_status(self, repo: str, sha: str, body: dict[str, Any]) -> dict[str, Any]:
+    def create_status(self, repo: str, sha: str, body: dict[str, Any]) -> None:
         """``POST /repos/{repo}/statuses/{sha}``; ``repo`` is ``owner/name``."""
-        response = self._authorized("POST", f"/repos/{repo}/statuses/{sha}", body)
-        _raise_for(
+        response = self._authorized("POST", f"/repos/{repo}/statuses/{sha}", repo, body)
+        raise_for_github(
             response,
             f"creating a status on {repo}@{sha[:7]} ({body.get('context')})",
             invalid={422: "an unknown commit, or 1,000 statuses on this context already"},
-            config={404: f"these credentials cannot see {repo}: {_SEE_REPO}"},
+            config={404: _cannot_see(repo, "Commit statuses")},
         )
-        try:
-            result = response.json()
-        except ValueError:  # created all the same: the body only echoes the status
-            return {}
-        return result if isinstance(result, dict) else {}
 
-    def _authorized(self, method: str, path: str, body: dict[str, Any] | None = None) -> Response:
+    def create_check_run(self, repo: str, body: dict[str, Any]) -> int:
+        """``POST /repos/{repo}/check-runs``: the new run's id."""
+        response = self._authorized("POST", f"/repos/{repo}/check-runs", repo, body)
+        self._raise_for_checks(response, f"creating check run {body.get('name')!r} on {repo}", repo)
+        run_id = json_object(response).get("id")
+        if not isinstance(run_id, int):
+            raise TransientError(f"GitHub answered no check run id on {repo}")  # found again by the redelivery
+        return run_id
+
+    def update_check_run(self, repo: str, run_id: int, body: dict[str, Any]) -> None:
+        """``PATCH /repos/{repo}/check-runs/{run_id}``."""
+        response = self._authorized("PATCH", f"/repos/{repo}/check-runs/{run_id}", repo, body)
+        self._raise_for_checks(response, f"updating check run {run_id} on {repo}", repo)
+
+    def find_check_run(self, repo: str, sha: str, name: str, external_id: str) -> int | None:
+        """Our App's check run named ``name`` with ``external_id`` on commit ``sha``, if there is one."""
+        params = {"check_name": name, "filter": "all", "per_page": "100"}
+        if self.auth:
+            params["app_id"] = self.auth.app.app_id.strip()
+        for page in range(1, LIST_PAGES + 1):
+            path = f"/repos/{repo}/commits/{sha}/check-runs"
+            response = self._authorized("GET", path, repo, params={**params, "page": str(page)})
+            self._raise_for_checks(response, f"listing check runs of {repo}@{sha[:7]}", repo)
+            runs = json_object(response).get("check_runs")
+            runs = runs if isinstance(runs, list) else []
+            for run in runs:
+                if isinstance(run, dict) and run.get("external_id") == external_id and run.get("name") == name:
+                    return int(run["id"])
+            if 'rel="next"' not in response.headers.get("Link", ""):
+                return None
+        return None
+
+    def _raise_for_checks(self, response: Response, what: str, repo: str) -> None:
+        raise_for_github(
+            response,
+            what,
+            invalid={422: "an unknown commit, or a check run GitHub refuses"},
+            config={
+                403: "the GitHub App needs the Checks: read and write permission (and to be installed on the "
+                "repository); only GitHub Apps can write check runs",
+                404: _cannot_see(repo, "Checks"),
+            },
+        )
+
+    def _authorized(
+        self,
+        method: str,
+        path: str,
+        repo: str,
+        body: dict[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Response:
         for attempt in (1, 2):
-            token = self.auth.token() if self.auth else self.token
-            response = self.request(method, path, body, authorization=f"Bearer {token}")
-            if response.status_code == 401 and self.auth and attempt == 1:
-                self.auth.forget(token)  # revoked or expired early: one fresh installation token
+            token = self.auth.token(repo) if self.auth else self.token
+            response = self.request(method, path, body, authorization=f"Bearer {token}", params=params)
+            if self.auth and attempt == 1 and response.status_code == 401:
+                self.auth.forget(repo, token)  # revoked or expired early: one fresh installation token
+                continue
+            if self.auth and attempt == 1 and response.status_code == 404 and self.auth.looked_up(repo):
+                self.auth.forget(repo)  # the App may have moved to another installation: look again, once
                 continue
             return response
-        raise AssertionError("unreachable")  # pragma: no cover
+        return response
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None, *, authorization: str) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        *,
+        authorization: str,
+        params: Mapping[str, str] | None = None,
+    ) -> Response:
         import requests
 
         try:
@@ -89,6 +144,7 @@ class GitHub:
                 method,
                 self.base + path,
                 json=body,
+                params=dict(params or {}),
                 headers={"Authorization": authorization},
                 timeout=self._timeout,
             )
@@ -96,6 +152,14 @@ class GitHub:
             raise TransientError(f"GitHub did not answer {method} {path} in time") from None
         except requests.RequestException as err:
             raise TransientError(f"could not reach GitHub: {type(err).__name__}") from None
+
+
+def json_object(response: Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _message(response: Response) -> str:
@@ -126,7 +190,7 @@ def rate_limit_wait(response: Response, now: float | None = None) -> float | Non
     return None
 
 
-def _raise_for(
+def raise_for_github(
     response: Response,
     what: str,
     *,
@@ -149,79 +213,70 @@ def _raise_for(
     )
 
 
-class AppAuth:
-    """GitHub App: an RS256 JWT buys an installation token, reused until shortly before it expires."""
-
-    def __init__(self, app: App, github: GitHub) -> None:
-        self.app = app
-        self.github = github
-        self._lock = threading.Lock()
-        self._token: str | None = None
-        self._refresh_at = 0.0
-
-    def token(self) -> str:
-        with self._lock:
-            if self._token is None or time.time() >= self._refresh_at:
-                self._token, self._refresh_at = self._installation_token()
-            return self._token
-
-    def forget(self, token: str) -> None:
-        with self._lock:
-            if self._token == token:
-                self._token = None
-
-    def jwt(self, now: float | None = None) -> str:
-        import jwt
-
-        issued = int(now or time.time()) - 60  # GitHub's advice: allow for clock drift
-        claims = {"iat": issued, "exp": issued + 600, "iss": self.app.app_id.strip()}
-        try:
-            return jwt.encode(claims, private_key_pem(self.app.private_key), algorithm="RS256")
-        except Exception as err:  # a malformed key: nothing a retry can fix
-            reason = type(err).__name__
-            raise ConfigError(f"GITHUB_APP_PRIVATE_KEY is not a usable RSA private key ({reason})") from None
-
-    def _installation_token(self) -> tuple[str, float]:
-        installation = self.app.installation_id.strip()
-        path = f"/app/installations/{installation}/access_tokens"
-        response = self.github.request("POST", path, None, authorization=f"Bearer {self.jwt()}")
-        _raise_for(
-            response,
-            "getting an installation token",
-            config={404: f"installation {installation} not found for this app"},
-        )
-        data = response.json()
-        token, expires = data.get("token"), _parse_expiry(data.get("expires_at"))
-        if not isinstance(token, str) or not token:
-            raise TransientError("GitHub returned no installation token")
-        now = time.time()
-        lifetime = max(0.0, expires - now)
-        return token, expires - min(300.0, lifetime / 2)  # refresh 5 minutes early (or halfway)
+# -- which repository and commit -------------------------------------------------------------------
 
 
-def private_key_pem(value: str) -> str:
-    """Keys pasted into an environment often carry literal ``\\n``: put the newlines back."""
-    key = value.strip()
-    if "\\n" in key and "\n" not in key:
-        key = key.replace("\\n", "\n")
-    return key
+@dataclass(frozen=True)
+class Target:
+    """Where a build's report goes: ``owner/repo``, the commit, and the context (the check run's name)."""
+
+    repo: str
+    sha: str
+    name: str
 
 
-def _parse_expiry(value: Any) -> float:
+def target_of(event: BuildkiteEvent, host: str, name: str) -> Target:
+    """The build's repository on this GitHub and its full commit SHA; ``Skip`` says why there is none."""
+    build = event.build
     try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return time.time() + 600  # unknown: assume a short life
+        repo = repository_of(event, host)
+    except NotOnGitHub as why:
+        raise Skip(f"nothing to report: {why}") from None
+    commit = ((build.commit if build else None) or "").strip()
+    if not _SHA.match(commit):
+        raise Skip(f"nothing to report: commit {commit[:50]!r} is not a full 40-character SHA (a UI or API build?)")
+    return Target(repo, commit.lower(), name)
 
 
-# -- repositories ----------------------------------------------------------------------------
+class NotOnGitHub(Exception):
+    """The build's repository is not one this function can report on (acked, no request)."""
+
+
+def repository_of(event: BuildkiteEvent, host: str) -> str:
+    """``owner/repo`` on this GitHub (``host`` is its web host); ``NotOnGitHub`` says why not."""
+    pipeline = event.pipeline
+    provider = (pipeline.provider or "").lower() if pipeline else ""
+    url = (pipeline.repository if pipeline else None) or ""
+    if provider in _GITHUB_PROVIDERS:
+        from_settings = (pipeline.provider_repository if pipeline else None) or ""
+        if owner_repo(from_settings.strip("/").split("/")):
+            return from_settings.strip("/")
+        parsed = parse_repository(url)
+        if parsed:
+            return parsed[1]
+        raise NotOnGitHub(f"the {provider} pipeline's repository {url[:200]!r} is not an owner/repo I can read")
+    if provider not in _OPEN_PROVIDERS:
+        raise NotOnGitHub(f"the pipeline's provider is {provider}, not GitHub")
+    parsed = parse_repository(url)
+    if parsed and parsed[0] in {"github.com", host}:
+        return parsed[1]
+    raise NotOnGitHub(f"repository {url[:200]!r} is not on {host}" if url else "the pipeline has no repository")
+
+
+def web_host(api_url: str) -> str:
+    """The web host an API serves: github.com for api.github.com, <sub>.ghe.com for GHE.com's
+    api.<sub>.ghe.com, and the host itself for GitHub Enterprise Server (https://<host>/api/v3)."""
+    host = (urlsplit(api_url).hostname or "").lower()
+    if host == "api.github.com" or (host.startswith("api.") and host.endswith(".ghe.com")):
+        return host.removeprefix("api.")
+    return host
 
 
 def parse_repository(url: str) -> tuple[str, str] | None:
     """(host, "owner/repo") from the clone URL forms Buildkite shows; None if it is none of them.
 
     git@github.com:o/r.git, https://github.com/o/r(.git), ssh://git@host[:port]/o/r.git,
-    git://host/o/r.git, and the same on a GitHub Enterprise host.
+    git://host/o/r.git, and the same on GHE.com (<sub>.ghe.com) or a GitHub Enterprise Server host.
     """
     url = url.strip()
     if "://" in url:

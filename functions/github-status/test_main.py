@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import itertools
 import json
 import threading
@@ -23,17 +24,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from buildkite_events import Nack, parse_delivery
-from tests.support import cloud_event, envelope, load_function, log_lines, mcncl, outcomes, payload
+from tests.support import cloud_event, deliver_to, envelope, load_function, log_lines, mcncl, outcomes, payload
 from tools.local.standin import Fault, StandIn
 from tools.local.standins import github as gh_standin
 
 fn = load_function("github-status")
+api = importlib.import_module("github_api")  # beside main.py, on the path load_function set
+statuses = importlib.import_module("github_statuses")
 
 TOKEN = "ghp_test-token-0123456789"
 REPO = "my-great-org/my-pipeline"
 SHA_2041 = "5a741616cdf07dc87c5adafe784321eeeb639e33"
 SHA_2042 = "b7c3e2d94f1a60c58e2d7f3a9b4c1e0d6f8a2b3c"
-SCHEMAS = json.loads((Path(__file__).with_name("testdata") / "github-statuses.schema.json").read_text())
+SCHEMAS = json.loads((Path(__file__).with_name("testdata") / "github-api.schema.json").read_text())
 REQUEST_SCHEMA = {**SCHEMAS["create_status"]["request"], "additionalProperties": False}
 APP_ID, INSTALLATION = "123456", "987654"
 
@@ -50,6 +53,7 @@ def _fresh_instance() -> None:
     fn.update_github_status.instance.reset()  # config and caches are per instance: be a new one
     fn._github.cache_clear()
     fn._records.cache_clear()
+    fn._check_runs.cache_clear()
 
 
 @pytest.fixture
@@ -67,9 +71,7 @@ def github(server: StandIn, firestore: Any, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def deliver(body: dict[str, Any] | str, message_id: str = "1000") -> None:
-    fn.update_github_status(
-        cloud_event(envelope(payload(body) if isinstance(body, str) else body, message_id=message_id))
-    )
+    deliver_to(fn.update_github_status, body, message_id)
 
 
 def posts(server: StandIn) -> list[Any]:
@@ -149,7 +151,7 @@ def test_each_build_event_sets_its_status(github: StandIn, name: str, capsys: An
     ],
 )
 def test_buildkite_states_map_to_github_states(state: str | None, expected: tuple[str, int] | None) -> None:
-    assert fn.github_state(state) == expected
+    assert statuses.github_state(state) == expected
 
 
 @pytest.mark.parametrize("blocked", ["pending", "success", "failure", "error"])
@@ -166,11 +168,11 @@ def test_the_state_of_a_blocked_build_is_configurable(
 
 
 def test_statuses_never_exceed_140_characters_even_for_odd_states() -> None:
-    assert len(fn.describe(10**30, "x" * 500, None)) == 140
+    assert len(statuses.describe(10**30, "x" * 500, None)) == 140
 
     @given(st.integers(min_value=0, max_value=10**12), st.text(max_size=300), st.none() | st.floats(0, 10**9))
     def check(number: int, state: str, duration: float | None) -> None:
-        assert len(fn.describe(number, state, duration)) <= 140
+        assert len(statuses.describe(number, state, duration)) <= 140
 
     check()
 
@@ -202,7 +204,7 @@ def test_statuses_never_exceed_140_characters_even_for_odd_states() -> None:
     ],
 )
 def test_repository_urls(url: str, expected: tuple[str, str] | None) -> None:
-    assert fn.parse_repository(url) == expected
+    assert api.parse_repository(url) == expected
 
 
 def _with_repository(provider: str | None, url: str, settings_repo: str | None = None) -> dict[str, Any]:
@@ -272,11 +274,11 @@ def test_mcncl_messages_set_statuses_too(github: StandIn) -> None:
     ]
 
 
-def test_other_events_are_filtered_without_a_request(github: StandIn, capsys: Any) -> None:
+def test_other_events_are_filtered_and_jobs_skipped_without_a_request(github: StandIn, capsys: Any) -> None:
     for name in ("job.finished.failed", "agent.connected", "ping"):
         deliver(name)
     assert github.requests == []
-    assert outcomes(capsys) == ["filtered"] * 3
+    assert outcomes(capsys) == ["skipped", "filtered", "filtered"]  # jobs feed check runs only
 
 
 # -- idempotency and ordering ------------------------------------------------------------------
@@ -546,7 +548,13 @@ def test_an_unreachable_api_nacks(github: StandIn, monkeypatch: pytest.MonkeyPat
     ("env", "message"),
     [
         ({"GITHUB_TOKEN": ""}, "set GITHUB_TOKEN, or GITHUB_APP_ID"),
-        ({"GITHUB_APP_ID": "1"}, "also needs GITHUB_APP_INSTALLATION_ID, GITHUB_APP_PRIVATE_KEY"),
+        ({"GITHUB_APP_ID": "1"}, "also needs GITHUB_APP_PRIVATE_KEY"),
+        ({"GITHUB_APP_INSTALLATION_ID": "7"}, "set GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY too"),
+        ({"GITHUB_REPORT": "checks"}, "GITHUB_REPORT=checks needs GitHub App authentication"),
+        ({"GITHUB_REPORT": "both"}, "GitHub lets only Apps write check runs"),
+        ({"GITHUB_REPORT": "check-runs"}, "GITHUB_REPORT must be one of statuses, checks, both"),
+        ({"GITHUB_API_URL": "https://acme.ghe.com"}, "the API of acme.ghe.com is https://api.acme.ghe.com"),
+        ({"GITHUB_API_URL": "https://github.com"}, "the API of github.com is https://api.github.com"),
         ({"GITHUB_APP_ID": "1", "GITHUB_APP_INSTALLATION_ID": "x", "GITHUB_APP_PRIVATE_KEY": "k"}, "must be a number"),
         ({"GITHUB_BLOCKED_STATE": "blue"}, "GITHUB_BLOCKED_STATE must be one of"),
         ({"GITHUB_STATUS_CONTEXT": "ci/{repo}"}, "GITHUB_STATUS_CONTEXT may only use"),
@@ -571,19 +579,7 @@ def test_configuration_errors_name_the_variable(
 @pytest.fixture(scope="module")
 def app_key() -> tuple[str, str]:
     """(private PEM, public PEM): an RSA key made for this test run."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
+    return gh_standin.generate_key()
 
 
 @pytest.fixture

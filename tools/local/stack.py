@@ -29,6 +29,7 @@ from tools.local import emulators
 from tools.manifests import all_manifests, function_dir, function_env
 
 from .standin import StandIn
+from .standins import github as github_standin
 from .topology import Wiring, create_topology, publish_raw, pull_all
 
 PROJECT = LOCAL_PROJECT
@@ -118,11 +119,14 @@ def local_stack(
         _create_bigquery_dataset(stack)
 
         values = _local_values(stack)
+        # github-status reports statuses and check runs; check runs need a GitHub App, made for the stand-in.
+        demo_env = {"github-status": {"GITHUB_REPORT": "both", **github_standin.demo_app_env(stack.standin)}}
         for name, m in stack.manifests.items():
             env = {
                 **cloud_env,
                 **{secret: _local_secret(name, secret) for secret in m.secrets},
                 **function_env(m, values, local=True),  # local_env wins: e.g. a webhook URL kept as a secret
+                **demo_env.get(name, {}),
                 **(extra_env or {}),
             }
             stack.function_envs[name] = env

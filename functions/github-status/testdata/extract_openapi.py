@@ -1,4 +1,4 @@
-"""Extract the commit-status schemas from GitHub's OpenAPI description into github-statuses.schema.json.
+"""Extract the schemas github-status's tests need from GitHub's OpenAPI description into github-api.schema.json.
 
     npm pack @octokit/openapi@23.0.2 && tar xzf octokit-openapi-23.0.2.tgz
     python functions/github-status/testdata/extract_openapi.py package/generated/api.github.com.deref.json
@@ -14,12 +14,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-OUT = Path(__file__).with_name("github-statuses.schema.json")
+OUT = Path(__file__).with_name("github-api.schema.json")
+# name: (path, method, response status); the request body's schema too for the calls we make with one
 OPERATIONS = {
     "create_status": ("/repos/{owner}/{repo}/statuses/{sha}", "post", "201"),
     "list_statuses": ("/repos/{owner}/{repo}/commits/{ref}/statuses", "get", "200"),
     "installation_token": ("/app/installations/{installation_id}/access_tokens", "post", "201"),
+    "repo_installation": ("/repos/{owner}/{repo}/installation", "get", "200"),
+    "create_check_run": ("/repos/{owner}/{repo}/check-runs", "post", "201"),
+    "update_check_run": ("/repos/{owner}/{repo}/check-runs/{check_run_id}", "patch", "200"),
+    "list_check_runs": ("/repos/{owner}/{repo}/commits/{ref}/check-runs", "get", "200"),
 }
+WITH_REQUEST = {"create_status", "create_check_run", "update_check_run"}
 
 
 def to_json_schema(node: Any) -> Any:
@@ -50,7 +56,7 @@ def extract(description: dict[str, Any], package_version: str) -> dict[str, Any]
         operation = description["paths"][path][method]
         entry: dict[str, Any] = {"operationId": operation["operationId"], "path": path, "method": method.upper()}
         body = operation.get("requestBody")
-        if body and name == "create_status":
+        if body and name in WITH_REQUEST:
             entry["request"] = to_json_schema(body["content"]["application/json"]["schema"])
         entry[f"response_{status}"] = to_json_schema(
             operation["responses"][status]["content"]["application/json"]["schema"]
