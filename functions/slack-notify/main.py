@@ -131,6 +131,8 @@ def notify_slack(event: BuildkiteEvent, config: Config) -> str:
         return job.note + ("; updated the build's message" if updates else "")
     if event.event_type not in ("build.failing", "build.finished"):
         raise Skip(f"{event.event_type} is not build.failing or build.finished")
+    if event.event_type == "build.failing" and not config.early_failure:
+        raise Skip("build.failing does not post (SLACK_EARLY_FAILURE is false)")
     standing = branch_history(event)
     channel = config.channel_for(event.pipeline_slug, build.branch)
     wanted, why = wants(event, standing, config)
@@ -156,8 +158,6 @@ def wants(event: BuildkiteEvent, standing: BranchStanding, config: Config) -> tu
     build = event.build
     assert build is not None
     if event.event_type == "build.failing":
-        if not config.early_failure:
-            return False, "build.failing does not post (SLACK_EARLY_FAILURE is false)"
         if standing.finished:
             return False, "build.failing came after the build had finished"
         return notified("failed", standing, states), "state failed not notified"

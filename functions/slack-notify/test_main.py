@@ -18,7 +18,16 @@ import pytest
 
 from buildkite_events import Nack
 from buildkite_events.text import clusters
-from tests.support import cloud_event, envelope, load_function, log_lines, mcncl, payload, payload_names
+from tests.support import (
+    cloud_event,
+    count_firestore,
+    envelope,
+    load_function,
+    log_lines,
+    mcncl,
+    payload,
+    payload_names,
+)
 from tools.local.standin import Fault, StandIn
 from tools.local.standins import slack as slack_api
 
@@ -642,8 +651,8 @@ def test_the_stand_in_report_renders_what_was_posted(slack: StandIn, monkeypatch
     deliver(failed_build(id="01976230-0000-4000-8000-hostile00001", message=HOSTILE))
     title, lines = slack_api.report(slack)
     assert title == (
-        "Slack (stand-in for chat.postMessage and chat.update): 1 message(s) posted, 0 update(s) of them, "
-        "1 refused (not_in_channel)"
+        "Slack (stand-in for chat.postMessage and chat.update): 1 message(s) posted, 0 update(s) of them; "
+        "1 build(s), at most 1 message(s) per build, 1 refused (not_in_channel)"
     )
     assert lines[0].startswith("#builds  (C")
     assert lines[1] == "  ▌ 🔴 My Pipeline #2042 failed"
@@ -714,6 +723,7 @@ def test_redelivered_and_duplicated_events_never_post_or_update_again(slack: Sta
         deliver(body, message_id=message_id)  # Pub/Sub's redelivery
         deliver(body, message_id=message_id + "-again")  # the same webhook published twice
     assert len(sent(slack)) == 1 and len(slack.recorded(UPDATES)) == 2
+
     outcomes = [line["outcome"] for line in outcome_lines(capsys)]
     assert outcomes == ["done", "skipped", "skipped"] * 3
 
@@ -1048,5 +1058,44 @@ def test_the_report_tells_updates_from_posts(slack: StandIn) -> None:
     deliver(payload("build.failing"))
     deliver(payload("build.finished.failed"))
     title, lines = slack_api.report(slack)
-    assert "1 message(s) posted, 1 update(s) of them" in title
-    assert lines[0].startswith("#builds  (C") and lines[0].endswith(", updated 1×)")
+    assert "1 message(s) posted, 1 update(s) of them; 1 build(s), at most 1 message(s) per build" in title
+    assert lines[0].startswith("#builds  (C") and lines[0].endswith(", posted then updated 1×)")
+
+
+# --- what the records cost ---------------------------------------------------------------------
+
+
+def test_firestore_operations_per_build(slack: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The figures the README gives: a quiet build, a failing one, and each step of it."""
+    counts = count_firestore(monkeypatch)
+    costs: dict[str, tuple[int, int]] = {}
+    for label, body in (
+        ("passed build, nothing posted", payload("build.finished.passed")),
+        ("build.failing, posted", payload("build.failing")),
+        ("job.finished failed, message updated", job()),
+        ("job.finished passed", job(id="job-ok", state="passed", exit_status=0)),
+        ("build.finished failed, message updated", payload("build.finished.failed")),
+        ("build.finished redelivered", payload("build.finished.failed")),
+    ):
+        counts.clear()
+        deliver(body)
+        costs[label] = (counts["reads"], counts["writes"])
+    assert costs == {
+        "passed build, nothing posted": (2, 1),
+        "build.failing, posted": (3, 2),
+        "job.finished failed, message updated": (2, 2),
+        "job.finished passed": (0, 0),
+        "build.finished failed, message updated": (3, 3),
+        "build.finished redelivered": (2, 0),
+    }
+    assert len(sent(slack)) == 1 and len(slack.recorded(UPDATES)) == 2
+
+
+def test_firestore_operations_per_build_without_the_early_post(slack: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, SLACK_EARLY_FAILURE="false")
+    counts = count_firestore(monkeypatch)
+    for body in (payload("build.failing"), job(), job(id="job-ok", state="passed", exit_status=0)):
+        deliver(body)
+    deliver(payload("build.finished.failed"))
+    assert (counts["reads"], counts["writes"]) == (4, 4)
+    assert len(sent(slack)) == 1 and slack.recorded(UPDATES) == []

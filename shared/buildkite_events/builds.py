@@ -79,6 +79,7 @@ MAX_SUPERSEDED = 2000
 RECORD_FIELDS = ("failed", "superseded", "snapshot", "messages")  # the maps ``_update`` hands a change
 CONTENT_FIELDS = ("failed", "superseded", "snapshot")  # what a message about the build shows
 NAME_LIMIT = 200
+MAX_ID = 200  # Buildkite's ids are UUIDs; a longer one is not theirs
 URL_LIMIT = 2000
 
 
@@ -109,7 +110,7 @@ class FailedJob:
             state=job.state or "failed",
             finished_at=job.finished_at.isoformat() if job.finished_at else None,
             retries=job.retries_count or 0,
-            step_key=job.step_key,
+            step_key=job.step_key[:NAME_LIMIT] if job.step_key else None,
         )
 
     def stored(self) -> dict[str, Any]:
@@ -239,9 +240,13 @@ def record_job(event: BuildkiteEvent) -> JobRecord:
         return JobRecord(None, f"{event.event_type} is not job.finished: nothing to remember", False)
     if job is None or job.id is None:
         raise InvalidEvent("job.finished carries no job id")
+    if len(job.id) > MAX_ID:
+        raise InvalidEvent(f"job.finished carries a job id of {len(job.id)} characters, not one Buildkite makes")
     raw = _mapping(event.data.get("job"))
-    retry_of = _text(_mapping(raw.get("retry_source")).get("job_id"))  # this attempt retries that one
-    retried_in = _text(raw.get("retried_in_job_id"))  # this attempt was retried (a payload newer than its event)
+    retry_of = _text(_mapping(raw.get("retry_source")).get("job_id"), MAX_ID)  # this attempt retries that one
+    retried_in = _text(
+        raw.get("retried_in_job_id"), MAX_ID
+    )  # this attempt was retried (a payload newer than its event)
     retried = job.retried or retried_in is not None
     failed = is_hard_failure(job)
     name = clean(job.name)[:80] or job.id
@@ -255,8 +260,8 @@ def record_job(event: BuildkiteEvent) -> JobRecord:
         failed_jobs, superseded, notes = record["failed"], record["superseded"], []
         if retry_of and superseded.get(retry_of) != this_id:
             superseded[retry_of] = this_id
-            if failed_jobs.pop(retry_of, None) is not None:
-                notes.append("cleared its earlier attempt")
+            cleared = failed_jobs.pop(retry_of, None) is not None
+            notes.append("cleared its earlier attempt" if cleared else "its earlier attempt will not count")
         if retried and this_id not in superseded:
             superseded[this_id] = retried_in or ""
         if retried or this_id in superseded:
@@ -346,8 +351,8 @@ def _storable(value: Any) -> Any:
     return value
 
 
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+def _text(value: Any, limit: int | None = None) -> str | None:
+    return value[:limit] if isinstance(value, str) and value else None
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -655,13 +660,27 @@ def mark_shown(key: str, notifier: str, revision: int) -> BuildMemory:
 def _snapshot_data(event: BuildkiteEvent) -> dict[str, Any]:
     """What a message about the build needs of the event: its build and pipeline, trimmed."""
     build, pipeline = _mapping(event.data.get("build")), _mapping(event.data.get("pipeline"))
-    kept = {name: build[name] for name in _BUILD_FIELDS if name in build}
+    kept = {name: _plain(build[name]) for name in _BUILD_FIELDS if name in build}
     if isinstance(kept.get("message"), str):  # a chat message shows the first line
         title = event.build.message_title if event.build else None
         kept["message"] = (title or "")[:MESSAGE_LIMIT]
     for person in ("author", "creator"):
         value = build.get(person)
-        kept[person] = {k: value.get(k) for k in ("name", "email")} if isinstance(value, Mapping) else value
+        kept[person] = (
+            {k: _plain(value.get(k)) for k in ("name", "email")} if isinstance(value, Mapping) else _plain(value)
+        )
     kept["organization"] = event.organization
     kept["pipeline"] = event.pipeline_slug
-    return {"build": kept, "pipeline": {name: pipeline[name] for name in _PIPELINE_FIELDS if name in pipeline}}
+    return {"build": kept, "pipeline": {name: _plain(pipeline[name]) for name in _PIPELINE_FIELDS if name in pipeline}}
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """A field as a message needs it and Firestore takes it: scalars (long text cut) and one
+    level of object; anything else (lists, deeper objects: never in Buildkite's payloads) dropped."""
+    if isinstance(value, str):
+        return value[:MESSAGE_LIMIT]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Mapping) and depth == 0:
+        return {str(k)[:100]: _plain(v, 1) for k, v in list(value.items())[:20]}
+    return None

@@ -30,6 +30,7 @@ import json
 import re
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -398,11 +399,27 @@ def report(server: StandIn) -> tuple[str, list[str]]:
         f"Slack (stand-in for chat.postMessage and chat.update): {len(messages)} message(s) posted, "
         f"{len(edits)} update(s) of them"
     )
+    builds = Counter(_build_of(message) for message in messages if _build_of(message))
+    if builds:
+        title += f"; {len(builds)} build(s), at most {max(builds.values())} message(s) per build"
     if refused:
         title += f", {len(refused)} refused (" + ", ".join(sorted({code for _, code in refused})) + ")"
     lines: list[str] = []
     for message in messages:
-        updated = f", updated {message['edits']}×" if message["edits"] else ""
+        updated = f", posted then updated {message['edits']}×" if message["edits"] else ", posted"
         lines.append(f"{message['channel_name']}  ({message['channel']}, ts {message['ts']}{updated})")
-        lines += [f"  {row}" for row in render(message)]
+        lines += [f"  {_named(row, slack)}" for row in render(message)]
     return title, lines or ["(nothing posted)"]
+
+
+def _named(row: str, slack: SlackState) -> str:
+    """A mention as Slack shows it: the person's name."""
+    names = {str(user["id"]): str(user["name"]) for user in slack.users.values()}
+    return re.sub(r"@([UW][A-Z0-9]+)", lambda m: "@" + names.get(m.group(1), m.group(1)), row)
+
+
+def _build_of(message: dict[str, Any]) -> str | None:
+    """The build a message is about, from the metadata slack-notify marks its messages with."""
+    payload = (message.get("metadata") or {}).get("event_payload") or {}
+    build = payload.get("build_id") if isinstance(payload, dict) else None
+    return str(build) if build else None
