@@ -191,7 +191,7 @@ class BuildMemory:
     @property
     def standing(self) -> BranchStanding:
         """The branch standing noted with that build event."""
-        return BranchStanding.from_stored(_mapping(_mapping(self.data.get("snapshot")).get("standing")))
+        return BranchStanding.of(_mapping(_mapping(self.data.get("snapshot")).get("standing")))
 
     def message(self, notifier: str) -> Message | None:
         """What ``notifier`` posted (or is posting) about this build."""
@@ -397,8 +397,11 @@ class BranchStanding:
         return self.verdict == "passed" and self.previous == "failed"
 
     @classmethod
-    def of(cls, value: Mapping[str, Any], *, newest: bool = True, finished: bool = True) -> BranchStanding:
-        """From a branch record's value (``_next_value``)."""
+    def of(
+        cls, value: Mapping[str, Any], *, newest: bool | None = None, finished: bool | None = None
+    ) -> BranchStanding:
+        """From a branch record's value (``_next_value``), or from ``stored()`` (which also
+        carries ``newest`` and ``finished``; for a branch record, both default to True)."""
         previous = _mapping(value.get("previous"))
         return cls(
             verdict=_text(value.get("verdict")),
@@ -406,24 +409,19 @@ class BranchStanding:
             previous_build=_number(previous.get("build")),
             streak=_number(value.get("streak")) or 0,
             previous_streak=_number(previous.get("streak")) or 0,
-            newest=newest,
-            finished=finished,
+            newest=value.get("newest") is not False if newest is None else newest,
+            finished=value.get("finished") is not False if finished is None else finished,
         )
 
     def stored(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_stored(cls, data: Mapping[str, Any]) -> BranchStanding:
-        return cls(
-            verdict=_text(data.get("verdict")),
-            previous=_text(data.get("previous")),
-            previous_build=_number(data.get("previous_build")),
-            streak=_number(data.get("streak")) or 0,
-            previous_streak=_number(data.get("previous_streak")) or 0,
-            newest=data.get("newest") is not False,
-            finished=data.get("finished") is True,
-        )
+        previous = {"verdict": self.previous, "build": self.previous_build, "streak": self.previous_streak}
+        return {
+            "verdict": self.verdict,
+            "streak": self.streak,
+            "previous": previous,
+            "newest": self.newest,
+            "finished": self.finished,
+        }
 
 
 def verdict_of(event: BuildkiteEvent) -> str | None:
@@ -515,6 +513,7 @@ class Message:
     shown: int = 0
     owner: str | None = None
     since: dt.datetime | None = None
+    event: str | None = None  # the key hash of the event whose delivery posts (or posted) it
 
     @classmethod
     def of(cls, entry: Mapping[str, Any]) -> Message:
@@ -527,6 +526,7 @@ class Message:
             shown=_number(entry.get("shown")) or 0,
             owner=_text(entry.get("owner")),
             since=since if isinstance(since, dt.datetime) else None,
+            event=_text(entry.get("event")),
         )
 
     def stored(self) -> dict[str, Any]:
@@ -566,8 +566,10 @@ def note_build(
 
     The build is kept only where a message exists or is wanted: a build nobody posts about
     costs one read. A lease is returned only to the delivery that wrote it; a message being
-    posted by another delivery will show what was kept here (its poster renders again when the
-    record moved on while it posted).
+    posted for another event will show what was kept here (its poster renders again when the
+    record moved on while it posted, and its event stays unacked until it has). A redelivery
+    of the very event being posted gets ``TransientError``: acking it would ack the message
+    that the first delivery may still fail to post.
     """
     key = build_key(event)
     build = event.build
@@ -593,14 +595,16 @@ def note_build(
         if not post or (entry is not None and entry.state == "posted"):
             return "kept"
         if entry is not None and entry.leased(now):
-            return "being posted"
+            return "being posted for this event" if entry.event == event.key_hash else "being posted"
         lost = entry  # a post whose answer was lost, or whose poster vanished: it may exist
         where = channel or (lost.channel if lost else None)
-        messages[notifier] = Message("posting", where, owner=owner, since=now).stored()
+        messages[notifier] = Message("posting", where, owner=owner, since=now, event=event.key_hash).stored()
         taken.append(lost)
         return "leased"
 
-    memory, _, _ = _update(key, change)
+    memory, note, _ = _update(key, change)
+    if note == "being posted for this event":
+        raise TransientError("another delivery of this event is posting the build's message", retry_after=1.0)
     if not taken:
         return memory, None
     return memory, Lease(key, notifier, owner, memory, taken[0])
@@ -614,7 +618,8 @@ def record_post(lease: Lease, channel: str, ts: str, shown: int) -> BuildMemory:
         entry = record["messages"].get(lease.notifier)
         if isinstance(entry, Mapping) and entry.get("state") == "posted" and entry.get("ts") != ts:
             return "another"
-        record["messages"][lease.notifier] = Message("posted", channel, ts, shown, lease.owner, now).stored()
+        posted = Message("posted", channel, ts, shown, lease.owner, now, _text(_mapping(entry).get("event")))
+        record["messages"][lease.notifier] = posted.stored()
         return "noted"
 
     memory, note, _ = _update(lease.key, change)
