@@ -1,23 +1,31 @@
 """What a build and its branch remember across events, in Firestore (``buildkite_events.state``).
 
-Per build (one document of kind ``build``, keyed by the build id): the hard-failed jobs seen
-in ``job.finished``, each retried job counted once by its latest attempt, and a revision
-that grows with every change. Any function that needs the failed jobs subscribes to
-``job.finished`` itself and calls ``remember_job``; the record is shared, so whichever
-function records a job first saves the others the write.
+Per build (one document of kind ``build``, keyed by the build id):
+
+- its hard-failed jobs from ``job.finished`` (``remember_job``, ``failed_jobs``), a retried job
+  counted once, by its latest attempt. Each function that needs them subscribes to
+  ``job.finished`` itself; the record is shared, so the first to record a job saves the
+  others the write;
+- the build as its newest ``build.failing``/``build.finished`` showed it, and the chat messages
+  about it: per notifier a lease around the post, then the channel and ``ts`` and the
+  revision the message shows (``note_build``, ``record_post``, ``release_post``,
+  ``mark_shown``). The revision grows with every change a message shows, so a notifier can
+  update its message until it shows the newest.
 
 Per pipeline and branch (``Records`` of kind ``builds.branch``): the last verdict (passed or
 failed), the build number it came from and the failure streak, ordered by build number and
-then the build's own timestamps, so a late older build never rewrites a newer verdict.
-``branch_history`` gives a build its ``BranchStanding``: broken, fixed, the streak.
+then the build's own timestamps, so a late older build never rewrites a newer verdict
+(``branch_history`` → ``BranchStanding``: broken, fixed, the streak).
 
 Both expire (``expire_at``, the collection's TTL policy) like the idempotency claims.
-Redelivery and out-of-order arrival change nothing twice: a job is a set member, a
-superseded attempt stays superseded, and a verdict is kept per build number.
+Redelivery and out-of-order arrival change nothing twice: a job is a set member, a retried
+attempt stays retried, a build's newer state is never replaced by an older one, and a
+verdict is kept per build number. Writes are conditional on the document read.
 
 Firestore operations: a job that passed at its first attempt costs none; a failed job or a
-retry costs one read and, the first time, one write. A finished build's standing costs one
-read and, the first time, one write; a running build's (``build.failing``) one read.
+retry one read and, the first time, one write. A finished build's standing costs one read
+and, the first time, one write; a failing build's one read. The message bookkeeping costs one
+read and one write per post or update (see the notifiers' READMEs for the figures per build).
 """
 
 from __future__ import annotations
