@@ -35,7 +35,7 @@ def test_report_reads_a_configured_dataset(
     assert f"BigQuery {project}.{dataset}: builds and jobs that finished from 2025-06-11 00:00" in out
     health = out.split("(queries/build_health.sql)")[1].splitlines()[3]
     # builds, passed, failed (one stopped on a block step that set it to failed), failure rate
-    assert health.split()[:6] == ["my-pipeline", "main", "6", "1", "2", "66.7%"]
+    assert health.split()[:6] == ["my-pipeline", "main", "7", "2", "2", "50.0%"]
     assert "features" in out.split("(queries/slowest_steps.sql)")[1]
 
 
