@@ -13,6 +13,7 @@ import json
 import socket
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
@@ -169,3 +170,34 @@ def unreachable_endpoint(kind: str) -> Iterator[str]:
         stop.set()
         for connection in [*held, listener]:
             connection.close()
+
+
+def count_firestore(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Reads and writes of the build and branch records (a spy around the real documents)."""
+    from buildkite_events import builds, state
+
+    counts: Counter[str] = Counter()
+
+    class Counted:
+        def __init__(self, ref: Any) -> None:
+            self._ref = ref
+
+        def get(self, **options: Any) -> Any:
+            counts["reads"] += 1
+            return self._ref.get(**options)
+
+        def create(self, *args: Any, **options: Any) -> Any:
+            counts["writes"] += 1
+            return self._ref.create(*args, **options)
+
+        def update(self, *args: Any, **options: Any) -> Any:
+            counts["writes"] += 1
+            return self._ref.update(*args, **options)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._ref, name)
+
+    real = state.document
+    monkeypatch.setattr(builds, "document", lambda *a, **k: Counted(real(*a, **k)))
+    monkeypatch.setattr(state, "document", lambda *a, **k: Counted(real(*a, **k)))
+    return counts

@@ -7,14 +7,19 @@ from typing import Any
 
 import pytest
 
-from buildkite_events import BuildkiteEvent, InvalidEvent, parse_delivery
+from buildkite_events import BuildkiteEvent, InvalidEvent, TransientError, parse_delivery
 from buildkite_events.builds import (
     BRANCH_KIND,
     BUILD_KIND,
+    BranchStanding,
     FailedJob,
     branch_history,
     failed_jobs,
+    mark_shown,
+    note_build,
     recall,
+    record_post,
+    release_post,
     remember_job,
 )
 from buildkite_events.state import document
@@ -190,3 +195,83 @@ def test_builds_that_neither_passed_nor_failed_leave_the_branch_alone(firestore:
     canceled = branch_history(build_event("build.finished.canceled"))
     assert canceled.verdict is None and not canceled.broken
     assert not document(BRANCH_KIND, "my-great-org/my-pipeline@main", firestore).get().exists
+
+
+# -- the build as last seen, and its message ----------------------------------------------------
+
+NOTIFIER = "test-notifier"
+
+
+def test_one_delivery_leases_the_post_and_the_others_keep_what_they_know(firestore: Any) -> None:
+    failing, finished = build_event("build.failing"), build_event("build.finished.failed")
+    standing = branch_history(finished)
+    memory, lease = note_build(failing, standing, NOTIFIER, post=True, channel="C0BUILDS01")
+    assert lease is not None and lease.lost is None and memory.build is not None
+    assert memory.build.event_type == "build.failing" and memory.revision == 1
+    newer, second = note_build(finished, standing, NOTIFIER, post=True)  # another event, while posting
+    assert second is None and newer.revision == 2 and newer.build is not None
+    assert newer.build.event_type == "build.finished"
+    with pytest.raises(TransientError, match="another delivery of this event"):
+        note_build(failing, standing, NOTIFIER, post=True)  # a redelivery of the event being posted
+    posted = record_post(lease, "C0BUILDS01", "1.000001", shown=1)
+    message = posted.message(NOTIFIER)
+    assert message is not None and (message.state, message.channel, message.ts, message.shown) == (
+        "posted",
+        "C0BUILDS01",
+        "1.000001",
+        1,
+    )
+    assert posted.revision == 2  # the poster sees it must update once more
+    shown = mark_shown(posted.key, NOTIFIER, posted.revision)
+    assert shown.message(NOTIFIER).shown == 2  # type: ignore[union-attr]
+    late, none = note_build(failing, standing, NOTIFIER, post=True)  # older than what is kept
+    assert none is None and late.revision == 2 and late.build and late.build.event_type == "build.finished"
+
+
+def test_a_build_nobody_posts_about_is_read_not_written(firestore: Any) -> None:
+    memory, lease = note_build(build_event("build.finished.passed"), BranchStanding("passed"), NOTIFIER, post=False)
+    assert lease is None and memory.revision == 0
+    assert recall(memory.key) is None
+
+
+def test_a_post_whose_answer_was_lost_is_looked_for_by_the_next_delivery(firestore: Any) -> None:
+    event = build_event("build.finished.failed")
+    _, lease = note_build(event, BranchStanding("failed"), NOTIFIER, post=True, channel="C0BUILDS01")
+    assert lease is not None
+    release_post(lease, uncertain=True)
+    _, again = note_build(event, BranchStanding("failed"), NOTIFIER, post=True)
+    assert again is not None and again.lost is not None
+    assert (again.lost.state, again.lost.channel) == ("unknown", "C0BUILDS01")
+    release_post(again, uncertain=False)  # Slack refused it: nothing was posted
+    _, third = note_build(event, BranchStanding("failed"), NOTIFIER, post=True)
+    assert third is not None and third.lost is None
+
+
+def test_a_poster_that_vanished_is_taken_over_after_its_lease(firestore: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from buildkite_events import builds
+
+    failing, finished = build_event("build.failing"), build_event("build.finished.failed")
+    _, first = note_build(failing, BranchStanding("failed"), NOTIFIER, post=True, channel="C0BUILDS01")
+    assert first is not None
+    monkeypatch.setattr(builds, "POST_LEASE_SECONDS", 0.0)  # its lease has run out
+    _, second = note_build(finished, BranchStanding("failed"), NOTIFIER, post=True)
+    assert second is not None and second.lost is not None and second.lost.owner == first.owner
+    record_post(second, "C0BUILDS01", "2.000001", shown=2)
+    kept = record_post(first, "C0BUILDS01", "1.000001", shown=1)  # the first poster comes back
+    assert kept.message(NOTIFIER).ts == "2.000001"  # type: ignore[union-attr]
+
+
+def test_hostile_build_fields_are_kept_as_firestore_takes_them(firestore: Any) -> None:
+    event = build_event(
+        "build.finished.failed",
+        message="\ud800 first line\nsecond",
+        branch=[["nested", ["lists"]]],
+        author={"name": {"deep": {"er": 1}}, "email": "x" * 10_000},
+        pull_request={"id": [1, [2]]},
+    )
+    memory, lease = note_build(event, BranchStanding("failed"), NOTIFIER, post=True)
+    assert lease is not None
+    view = memory.build
+    assert view is not None and view.build is not None
+    assert view.build.message == "\ufffd first line" and view.build.branch is None
+    assert view.build.author is not None and view.build.author.email == "x" * 4000

@@ -45,6 +45,7 @@ def test_check_runs_on_the_local_stack(tmp_path: Path) -> None:
             2047: ("completed", "failure"),  # stopped on a failed block step
             2048: ("completed", "success"),
             2049: ("in_progress", None),
+            2050: ("completed", "success"),  # fixed main after #2047
         }
         failed = by_build[builds[2042]["id"]]
         assert "RSpec" in failed["output"]["summary"] and failed["output"]["title"].endswith("· 1 failed job")

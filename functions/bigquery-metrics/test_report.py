@@ -45,7 +45,7 @@ def test_report_reads_a_configured_dataset(
     assert f"BigQuery {project}.{dataset}: builds, jobs and events from 2025-06-11 00:00" in out
     health = out.split("(queries/build_health.sql)")[1].splitlines()[3]
     # builds, passed, failed (one stopped on a block step that set it to failed), failure rate
-    assert health.split()[:7] == ["my-pipeline", "main", "6", "1", "2", "66.7%", "0"]
+    assert health.split()[:7] == ["my-pipeline", "main", "7", "2", "2", "50.0%", "0"]
     assert "features" in out.split("(queries/slowest_steps.sql)")[1]
     agents = out.split("(queries/agent_health.sql)")[1].splitlines()[3].split()
     assert agents[:7] == ["default", "1", "1", "1", "0", "1", "0"]  # connected, disconnected, stopped, lost, blocked

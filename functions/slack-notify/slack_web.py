@@ -1,15 +1,18 @@
-"""The Slack Web API call: chat.postMessage with bounded rate-limit waits, and Slack's error
-codes as the handler's error kinds, each with what an operator should do about it."""
+"""The Slack Web API calls (chat.postMessage, chat.update, users.lookupByEmail,
+conversations.history) with bounded rate-limit waits, and Slack's error codes as the
+handler's error kinds, each with what an operator should do about it."""
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from http.client import HTTPException
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from buildkite_events import ConfigError, TransientError
+from buildkite_events import ConfigError, InvalidEvent, TransientError
 from buildkite_events.http import raise_for, retry_after
 
 if TYPE_CHECKING:
@@ -18,6 +21,8 @@ if TYPE_CHECKING:
     from slack_sdk.http_retry import RetryHandler
 
 _CHANNEL = re.compile(r"^(#[^\s#,;=@<>|&A-Z]{1,80}|[CGD][A-Z0-9]{6,20})$")
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,20}$")
+_USER = re.compile(r"^[UW][A-Z0-9]{2,20}$")
 RATE_LIMIT_RETRIES = 2  # 429s the client waits out in process (within SLACK_RATE_LIMIT_MAX_WAIT_SECONDS)
 
 # Slack error codes that only an operator can fix, and what to tell them.
@@ -29,7 +34,7 @@ _FIXES = {
     "account_inactive": f"the token's user or app is deactivated: reinstall the app and {_TOKEN_FIX}",
     "token_revoked": f"the token was revoked: reinstall the app and {_TOKEN_FIX}",
     "token_expired": f"the token expired: {_TOKEN_FIX}",
-    "missing_scope": "the token lacks the chat:write scope: add it under OAuth & Permissions and reinstall the app",
+    "missing_scope": "the token lacks the {needed} scope: add it under OAuth & Permissions and reinstall the app",
     "not_in_channel": "the app is not a member of {channel}: invite it there (/invite @<app name>), " + _ROUTE_FIX,
     "channel_not_found": (
         "this token sees no channel {channel}: correct SLACK_CHANNEL / SLACK_ROUTES "
@@ -47,6 +52,14 @@ _FIXES = {
 _SLACK_TRANSIENT = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 
 
+def is_channel_id(channel: str) -> bool:
+    return bool(_CHANNEL_ID.match(channel))
+
+
+def is_user_id(user: str) -> bool:
+    return bool(_USER.match(user))
+
+
 def check_channel(channel: str, variable: str) -> None:
     """A channel name Slack accepts (#name, lower case) or a channel ID."""
     if not _CHANNEL.match(channel):
@@ -60,22 +73,73 @@ class SlackRejected(Exception):
     """Slack refused the message itself (invalid_blocks, msg_too_long...): a bug here, kept in the DLQ."""
 
 
-def post_message(
-    message: dict[str, Any], *, token: str, api_url: str, timeout: float, max_wait: float
-) -> dict[str, Any]:
-    """chat.postMessage; Slack's answers become the handler's error kinds."""
-    from slack_sdk.errors import SlackApiError
+class MessageGone(InvalidEvent):
+    """The build's message can no longer be updated (deleted, or not ours): acked, not posted again."""
 
-    client = _client(token, api_url, timeout, max_wait)
-    try:
-        response = client.chat_postMessage(**message)
-    except SlackApiError as err:
-        _raise(err, message["channel"], api_url)
-    except (OSError, HTTPException) as err:  # URLError, timeouts, resets: urllib under slack-sdk
-        reason = getattr(err, "reason", None) or err
-        raise TransientError(f"Slack unreachable: {type(err).__name__}: {str(reason)[:200]}") from None
-    data = response.data if isinstance(response.data, dict) else {}
-    return data
+
+class NotFound(Exception):
+    """users.lookupByEmail found no active user with that email."""
+
+
+_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
+_ACTIONS = {
+    "chat.postMessage": "post to {channel}",
+    "chat.update": "update the build's message in {channel}",
+    "users.lookupByEmail": "look up a user by email",
+    "conversations.history": "read the history of {channel}",
+}
+
+
+@dataclass(frozen=True)
+class Slack:
+    """The Web API calls slack-notify makes (one client per token and URL, per instance)."""
+
+    token: str
+    api_url: str
+    timeout: float
+    max_wait: float
+
+    def post(self, message: dict[str, Any]) -> dict[str, Any]:
+        """chat.postMessage; Slack's answer (``channel`` is the channel's ID, ``ts`` the message's)."""
+        return self._call("chat.postMessage", message["channel"], lambda c: c.chat_postMessage(**message))
+
+    def update(self, channel: str, ts: str, message: dict[str, Any]) -> dict[str, Any]:
+        """chat.update of the message at ``ts`` in ``channel`` (an ID); ``MessageGone`` when it cannot be."""
+        content = {k: v for k, v in message.items() if k not in ("channel", "unfurl_links", "unfurl_media")}
+        return self._call("chat.update", channel, lambda c: c.chat_update(channel=channel, ts=ts, **content))
+
+    def lookup(self, email: str) -> str | None:
+        """users.lookupByEmail: the person's user ID; None when no active user has that email."""
+        try:
+            data = self._call("users.lookupByEmail", "", lambda c: c.users_lookupByEmail(email=email))
+        except NotFound:
+            return None
+        user = data.get("user")
+        found = user.get("id") if isinstance(user, dict) else None
+        return found if isinstance(found, str) and is_user_id(found) else None
+
+    def history(self, channel: str, oldest: float) -> list[dict[str, Any]]:
+        """conversations.history of ``channel`` (an ID) since ``oldest`` (epoch seconds), with metadata."""
+
+        def call(client: WebClient) -> Any:
+            return client.conversations_history(
+                channel=channel, oldest=f"{oldest:.6f}", limit=200, include_all_metadata=True
+            )
+
+        messages = self._call("conversations.history", channel, call).get("messages")
+        return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+
+    def _call(self, method: str, channel: str, call: Callable[[WebClient], Any]) -> dict[str, Any]:
+        from slack_sdk.errors import SlackApiError
+
+        try:
+            response = call(_client(self.token, self.api_url, self.timeout, self.max_wait))
+        except SlackApiError as err:
+            _raise(err, method, channel, self.api_url)
+        except (OSError, HTTPException) as err:  # URLError, timeouts, resets: urllib under slack-sdk
+            reason = getattr(err, "reason", None) or err
+            raise TransientError(f"Slack unreachable: {type(err).__name__}: {str(reason)[:200]}") from None
+        return response.data if isinstance(response.data, dict) else {}
 
 
 @cache
@@ -131,27 +195,32 @@ def _rate_limit_handler(max_wait: float) -> RetryHandler:
     return BoundedRateLimitHandler(max_retry_count=RATE_LIMIT_RETRIES)
 
 
-def _raise(err: SlackApiError, channel: str, api_url: str) -> NoReturn:
+def _raise(err: SlackApiError, method: str, channel: str, api_url: str) -> NoReturn:
     """Slack's refusal as the handler's error kinds: its error codes first, then the HTTP status."""
     response = err.response
     status = int(response.status_code)
     data = response.data if isinstance(response.data, dict) else {}
     code = str(data.get("error") or f"HTTP {status}")[:100]
+    if method == "users.lookupByEmail" and code == "users_not_found":
+        raise NotFound(code)
+    if method == "chat.update" and code in _GONE:
+        raise MessageGone(f"the build's message in {channel} can no longer be updated: {code}")
     if code in _FIXES:
-        fix = _FIXES[code].format(channel=channel)
-        needed = f" (needed: {data['needed']})" if code == "missing_scope" and data.get("needed") else ""
-        raise ConfigError(f"Slack refused to post to {channel}: {code}: {fix}{needed}")
+        needed = str(data.get("needed") or "")[:100]
+        fix = _FIXES[code].format(channel=channel, needed=needed or "required")
+        action = _ACTIONS[method].format(channel=channel)
+        raise ConfigError(f"Slack refused to {action}: {code}: {fix}" + (f" (needed: {needed})" if needed else ""))
     transient = code in _SLACK_TRANSIENT
     if transient and status < 300:  # Slack may also say so with 200 and "ok": false
-        raise TransientError(f"Slack chat.postMessage failed ({code})")
+        raise TransientError(f"Slack {method} failed ({code})")
     if transient or status != 400:  # a 400 (or 200) with another code refuses the message itself
         raise_for(
             status,
-            "Slack chat.postMessage",
+            f"Slack {method}",
             headers=response.headers,
             detail=f"({code})",
             transient={status} if transient else (),
             fix=f"is SLACK_API_URL={api_url} Slack's Web API?",
         )
     details = "; ".join(str(item) for item in data.get("errors") or [])[:500]
-    raise SlackRejected(f"Slack rejected the message: {code}" + (f" ({details})" if details else ""))
+    raise SlackRejected(f"Slack rejected the message ({method}): {code}" + (f" ({details})" if details else ""))

@@ -1,6 +1,6 @@
 """slack-notify end to end: the real function (functions-framework), the real slack-sdk
 WebClient, a local server answering like Slack's Web API, Firestore's emulator for the
-idempotency claims. Every message sent is checked against Block Kit's rules and limits."""
+build and branch records. Every message sent is checked against Block Kit's rules and limits."""
 
 from __future__ import annotations
 
@@ -18,12 +18,23 @@ import pytest
 
 from buildkite_events import Nack
 from buildkite_events.text import clusters
-from tests.support import cloud_event, envelope, load_function, log_lines, mcncl, payload, payload_names
+from tests.support import (
+    cloud_event,
+    count_firestore,
+    envelope,
+    load_function,
+    log_lines,
+    mcncl,
+    payload,
+    payload_names,
+)
 from tools.local.standin import Fault, StandIn
 from tools.local.standins import slack as slack_api
 
 fn: Any = load_function("slack-notify")
 slack_web: Any = sys.modules["slack_web"]  # beside main.py, which imports it
+kit: Any = sys.modules["slack_blocks"]
+people: Any = sys.modules["slack_people"]
 MAIN = Path(fn.__file__)
 TOKEN = "xoxb-test-0123456789-secret"
 CONFIG_VARS = (
@@ -32,10 +43,15 @@ CONFIG_VARS = (
     "SLACK_ROUTES",
     "SLACK_TIMEOUT_SECONDS",
     "SLACK_RATE_LIMIT_MAX_WAIT_SECONDS",
+    "SLACK_EARLY_FAILURE",
+    "SLACK_MENTION_AUTHORS",
+    "SLACK_USER_MAP",
+    "SLACK_SKIP_TRIGGERED_BUILDS",
     "RETRY_BUDGET_SECONDS",
     "RETRY_MAX_ATTEMPTS",
 )
 POSTS = r"/slack/api/chat\.postMessage"
+UPDATES = r"/slack/api/chat\.update"
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +77,11 @@ def slack(server: StandIn, firestore: Any, monkeypatch: pytest.MonkeyPatch) -> I
 
 
 def _fresh() -> None:
-    """Act as a new instance: config, clients and the idempotency store are made again."""
+    """Act as a new instance: config and clients are made again, and what it learnt is forgotten."""
     fn.notify_slack.instance.reset()
     slack_web._client.cache_clear()
+    fn._channel_ids.clear()
+    people.forget()
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
@@ -123,14 +141,15 @@ def assert_valid_and_inert(message: dict[str, Any], allowed_urls: set[str]) -> N
     mention, link or reorder: the only <...> sequences are links we made to known URLs."""
     blocks = message["blocks"]
     assert slack_api.block_kit_errors(blocks) == [], json.dumps(blocks, ensure_ascii=False)[:2000]
-    assert 0 < len(blocks) <= fn.MAX_BLOCKS
+    assert 0 < len(blocks) <= kit.MAX_BLOCKS
     assert message["link_names"] is False and message["parse"] == "none"
-    assert message["unfurl_links"] is False and message["unfurl_media"] is False
-    assert 0 < fn.units(message["text"]) <= fn.FALLBACK_LIMIT
-    limits = {"header": fn.HEADER_LIMIT, "fields": fn.FIELD_LIMIT, "text": fn.SECTION_LIMIT}
+    if "ts" not in message:  # chat.postMessage (chat.update takes no unfurl options)
+        assert message["unfurl_links"] is False and message["unfurl_media"] is False
+    assert 0 < kit.units(message["text"]) <= kit.FALLBACK_LIMIT
+    limits = {"header": kit.HEADER_LIMIT, "fields": kit.FIELD_LIMIT, "text": kit.SECTION_LIMIT}
     for pointer, obj in texts(message):
         kind = "header" if "/0/text" in pointer and blocks[0]["type"] == "header" else pointer.split("/")[3]
-        assert fn.units(obj["text"]) <= limits.get(kind, fn.SECTION_LIMIT), pointer
+        assert kit.units(obj["text"]) <= limits.get(kind, kit.SECTION_LIMIT), pointer
         if obj["type"] == "mrkdwn":
             assert obj.get("verbatim") is True, pointer  # no auto-linking or mention parsing
     for text in [message["text"], *(obj["text"] for _, obj in texts(message))]:
@@ -167,12 +186,17 @@ def test_every_fixture_served_by_functions_framework(
     assert response.status_code == 200
 
     (line,) = outcome_lines(capsys)
-    if body["event"] == "build.finished":
+    if body["event"] in ("build.finished", "build.failing"):
         assert line["outcome"] == "done", line
         assert line["message"].startswith("done: posted to #builds (channel C"), line["message"]
         (message,) = slack_api.posted(slack)
         assert_valid_and_inert(sent(slack)[0], urls_of(body))
         assert message["channel_name"] == "#builds"
+        assert message["metadata"]["event_payload"]["build_id"] == body["build"]["id"]
+    elif body["event"] == "job.finished":  # it feeds the build's record; no message exists yet
+        assert line["outcome"] == "done", line
+        assert line["message"].startswith(("done: failed job :rspec: RSpec: recorded", "done: job passed")), line
+        assert sent(slack) == []
     else:
         assert line["outcome"] == "filtered"
         assert sent(slack) == []
@@ -280,13 +304,13 @@ def test_20000_character_messages_are_cut_between_characters(slack: StandIn, mes
     (request,) = sent(slack)
     assert_valid_and_inert(request, urls_of(payload("build.finished.failed")))
     commit = request["blocks"][2]["text"]["text"]
-    assert commit.endswith("…") and fn.units(commit) <= fn.SECTION_LIMIT
+    assert commit.endswith("…") and kit.units(commit) <= kit.SECTION_LIMIT
     kept = commit[:-1]
-    assert fn.escape(message.splitlines()[0]).startswith(kept)  # a prefix of the escaped text...
+    assert kit.escape(message.splitlines()[0]).startswith(kept)  # a prefix of the escaped text...
     assert re.fullmatch(r"(&lt;|&amp;|[^&])*", kept)  # ...never cut inside an entity
     shown = html.unescape(kept)  # ...nor inside a character
     assert list(clusters(shown)) == list(clusters(message))[: len(list(clusters(shown)))]
-    assert fn.units(request["text"]) <= fn.FALLBACK_LIMIT
+    assert kit.units(request["text"]) <= kit.FALLBACK_LIMIT
 
 
 def test_a_huge_pipeline_name_is_cut_in_the_header_between_emoji(slack: StandIn) -> None:
@@ -297,7 +321,7 @@ def test_a_huge_pipeline_name_is_cut_in_the_header_between_emoji(slack: StandIn)
     (request,) = sent(slack)
     assert_valid_and_inert(request, urls_of(body))
     header = request["blocks"][0]["text"]["text"]
-    assert fn.units(header) <= fn.HEADER_LIMIT
+    assert kit.units(header) <= kit.HEADER_LIMIT
     assert header.startswith("🔴 ") and header.endswith("… #2042 failed")
     name = header.removeprefix("🔴 ").removesuffix("… #2042 failed")
     assert name and name.replace(family, "") == ""
@@ -377,8 +401,11 @@ def test_by_default_only_failed_builds_post(slack: StandIn, capsys: Any) -> None
         ("skipped: state canceled not notified", "INFO"),
     ]
     headers = [request["blocks"][0]["text"]["text"] for request in sent(slack)]
-    # stopped on a block step that set the build to failed: a failure, with the failed look
-    assert headers == ["🔴 My Pipeline #2042 failed", "🔴 My Pipeline #2047 failed"]
+    # #2041 passed before them on main; #2047 stopped on a block step that set the build to failed
+    assert headers == [
+        "🔴 My Pipeline #2042 failed (broke main)",
+        "🔴 My Pipeline #2047 failed (2nd failure in a row on main)",
+    ]
 
 
 def test_configured_states_post(slack: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -574,8 +601,13 @@ def test_a_redelivered_message_posts_once(slack: StandIn, capsys: Any) -> None:
     fn.notify_slack(cloud_event(push))
     fn.notify_slack(cloud_event(push))
     deliver(payload("build.finished.failed"), message_id="m-2")  # the webhook sent again: a new message id
-    assert [line["outcome"] for line in outcome_lines(capsys)] == ["done", "duplicate", "duplicate"]
-    assert len(sent(slack)) == 1
+    lines = outcome_lines(capsys)
+    assert [line["outcome"] for line in lines] == ["done", "skipped", "skipped"]
+    assert (
+        lines[1]["message"].startswith("skipped: the build's message (ts ")
+        and "already shows this" in lines[1]["message"]
+    )
+    assert len(sent(slack)) == 1 and slack.recorded(UPDATES) == []
 
 
 def test_two_racing_deliveries_post_once(slack: StandIn) -> None:
@@ -616,10 +648,454 @@ def test_the_stand_in_report_renders_what_was_posted(slack: StandIn, monkeypatch
     with pytest.raises(Nack):
         deliver(payload("build.finished.failed"))
     configure(monkeypatch, SLACK_CHANNEL="#builds")
-    deliver(failed_build(message=HOSTILE))
+    deliver(failed_build(id="01976230-0000-4000-8000-hostile00001", message=HOSTILE))
     title, lines = slack_api.report(slack)
-    assert title == "Slack (stand-in for chat.postMessage): 1 message(s) posted, 1 refused (not_in_channel)"
+    assert title == (
+        "Slack (stand-in for chat.postMessage and chat.update): 1 message(s) posted, 0 update(s) of them; "
+        "1 build(s), at most 1 message(s) per build, 1 refused (not_in_channel)"
+    )
     assert lines[0].startswith("#builds  (C")
     assert lines[1] == "  ▌ 🔴 My Pipeline #2042 failed"
     assert any(line.startswith("  Fix <!channel> <!here>") for line in lines)
     assert lines[-2] == "  [View Build] https://buildkite.com/my-great-org/my-pipeline/builds/2042"
+
+
+# --- one message per build, updated in place ---------------------------------------------------
+
+
+def job(**changes: Any) -> dict[str, Any]:
+    """job.finished.failed (RSpec in #2042), changed."""
+    body = payload("job.finished.failed")
+    body["job"].update(changes)
+    return body
+
+
+def builds_message(server: StandIn) -> dict[str, Any]:
+    """The one message posted, as it reads now."""
+    (message,) = slack_api.posted(server)
+    return message
+
+
+def rendered(server: StandIn) -> str:
+    return "\n".join(slack_api.render(builds_message(server)))
+
+
+RSPEC_URL = "https://buildkite.com/my-great-org/my-pipeline/builds/2042#01976231-09c2-4011-85cf-f156cf57f41d"
+
+
+def test_a_failing_build_posts_early_then_updates_that_message(slack: StandIn, capsys: Any) -> None:
+    deliver(payload("build.failing"), message_id="m-1")
+    first = builds_message(slack)
+    assert first["blocks"][0]["text"]["text"] == "🔴 My Pipeline #2042 is failing"
+    deliver(job(), message_id="m-2")
+    after_job = builds_message(slack)
+    assert after_job["ts"] == first["ts"] and after_job["edits"] == 1
+    assert f"• <{RSPEC_URL}|:rspec: RSpec> — exit 1" in after_job["blocks"][3]["text"]["text"]
+    deliver(payload("build.finished.failed"), message_id="m-3")
+    final = builds_message(slack)
+    assert (final["ts"], final["edits"]) == (first["ts"], 2)
+    assert final["blocks"][0]["text"]["text"] == "🔴 My Pipeline #2042 failed"
+    assert "*Duration*\n5m4s" in [field["text"] for field in final["blocks"][1]["fields"]]
+    assert final["blocks"][3]["text"]["text"] == f"*Failed job*\n• <{RSPEC_URL}|:rspec: RSpec> — exit 1"
+    assert len(sent(slack)) == 1
+    for update in slack.recorded(UPDATES):  # the channel ID Slack returned, and the message's ts
+        assert (update.json["channel"], update.json["ts"]) == (first["channel"], first["ts"])
+        assert_valid_and_inert(update.json, urls_of(payload("build.finished.failed")) | {RSPEC_URL})
+    lines = outcome_lines(capsys)
+    assert [line["outcome"] for line in lines] == ["done"] * 3
+    assert lines[1]["message"] == (
+        "done: failed job :rspec: RSpec: recorded (exit 1) (1 failed in the build); updated the build's message"
+    )
+    assert lines[2]["message"].startswith("done: updated the build's message in C")
+    assert final["metadata"] == {
+        "event_type": "buildkite_build",
+        "event_payload": {"build_id": payload("build.failing")["build"]["id"], "revision": 3},
+    }
+
+
+def test_redelivered_and_duplicated_events_never_post_or_update_again(slack: StandIn, capsys: Any) -> None:
+    for message_id, body in (
+        ("m-1", payload("build.failing")),
+        ("m-2", job()),
+        ("m-3", payload("build.finished.failed")),
+    ):
+        deliver(body, message_id=message_id)
+        deliver(body, message_id=message_id)  # Pub/Sub's redelivery
+        deliver(body, message_id=message_id + "-again")  # the same webhook published twice
+    assert len(sent(slack)) == 1 and len(slack.recorded(UPDATES)) == 2
+
+    outcomes = [line["outcome"] for line in outcome_lines(capsys)]
+    assert outcomes == ["done", "skipped", "skipped"] * 3
+
+
+def test_build_finished_before_build_failing_keeps_the_final_message(slack: StandIn, capsys: Any) -> None:
+    deliver(payload("build.finished.failed"))
+    deliver(payload("build.failing"))  # late: older than what the message shows
+    deliver(job())  # the job after the build
+    message = builds_message(slack)
+    assert message["blocks"][0]["text"]["text"] == "🔴 My Pipeline #2042 failed"
+    assert "RSpec" in message["blocks"][3]["text"]["text"]
+    assert len(sent(slack)) == 1 and message["edits"] == 1
+    lines = outcome_lines(capsys)
+    assert [line["outcome"] for line in lines] == ["done", "skipped", "done"]
+    assert "already shows this" in lines[1]["message"]
+
+
+def test_a_failing_event_after_its_build_passed_posts_nothing(slack: StandIn, capsys: Any) -> None:
+    passed = failed_build(state="passed")  # #2042 passed after all (a retried job)
+    deliver(passed)
+    deliver(payload("build.failing"))
+    assert sent(slack) == []
+    assert [line["message"] for line in outcome_lines(capsys)] == [
+        "skipped: state passed not notified",
+        "skipped: build.failing came after the build had finished",
+    ]
+
+
+def test_without_early_failure_the_finished_build_posts_once_naming_its_jobs(
+    slack: StandIn, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    configure(monkeypatch, SLACK_EARLY_FAILURE="false")
+    deliver(payload("build.failing"))
+    deliver(job())
+    assert sent(slack) == []
+    deliver(payload("build.finished.failed"))
+    message = builds_message(slack)
+    assert message["edits"] == 0 and "RSpec" in message["blocks"][3]["text"]["text"]
+    assert [line["message"].split(":")[0] for line in outcome_lines(capsys)] == ["skipped", "done", "done"]
+
+
+def test_racing_events_of_one_build_make_one_message_that_ends_final(slack: StandIn) -> None:
+    bodies = [payload("build.failing"), job(), payload("build.finished.failed"), job(id="job-2", name="Lint")]
+    barrier = threading.Barrier(len(bodies))
+    errors: list[BaseException] = []
+
+    def deliver_one(number: int, body: dict[str, Any]) -> None:
+        barrier.wait()
+        for _ in range(10):  # a nacked delivery comes back, as Pub/Sub's would
+            try:
+                deliver(body, message_id=f"race-{number}")
+                return
+            except Nack as err:
+                errors.append(err)
+                time.sleep(0.2)
+
+    threads = [threading.Thread(target=deliver_one, args=item) for item in enumerate(bodies)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    message = builds_message(slack)
+    assert len(sent(slack)) == 1, errors
+    assert message["blocks"][0]["text"]["text"] == "🔴 My Pipeline #2042 failed"
+    assert message["blocks"][3]["text"]["text"].count("•") == 2
+
+
+def test_streaks_broken_and_fixed_say_where_the_branch_stands(slack: StandIn, capsys: Any) -> None:
+    for number, state in ((2250, "passed"), (2251, "failed"), (2252, "failed"), (2253, "passed"), (2254, "passed")):
+        deliver(failed_build(number=number, state=state, finished_at=f"2025-06-12T04:{number - 2200:02d}:00.000Z"))
+    headers = [request["blocks"][0]["text"]["text"] for request in sent(slack)]
+    assert headers == [
+        "🔴 My Pipeline #2251 failed (broke main)",
+        "🔴 My Pipeline #2252 failed (2nd failure in a row on main)",
+        "✅ My Pipeline #2253 fixed main (passed after 2 failures)",
+    ]
+    assert [line["message"] for line in outcome_lines(capsys)][-1] == "skipped: state passed not notified"
+    assert (
+        sent(slack)[2]["text"]
+        == "✅ My Pipeline #2253 fixed main (passed after 2 failures) on main: Refactor session store"
+    )
+
+
+def test_broken_alone_posts_a_failure_after_a_pass_only(slack: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, SLACK_NOTIFY_STATES="broken")
+    for number, state in ((1, "passed"), (2, "failed"), (3, "failed")):
+        deliver(failed_build(number=number, state=state))
+    assert [request["blocks"][0]["text"]["text"] for request in sent(slack)] == [
+        "🔴 My Pipeline #2 failed (broke main)"
+    ]
+
+
+def test_five_failed_jobs_are_named_then_the_rest_counted_and_escaped(slack: StandIn) -> None:
+    deliver(payload("build.failing"))
+    for index in range(7):
+        name = "<!channel> *bold* & <http://evil.example|x>" if index == 0 else f"Shard {index}"
+        deliver(
+            job(
+                id=f"job-{index}",
+                name=name,
+                web_url=f"https://buildkite.com/a/b/builds/2042#job-{index}",
+                finished_at=f"2025-06-12T03:3{index}:00.000Z",
+                exit_status=index + 1,
+            )
+        )
+    text = builds_message(slack)["blocks"][3]["text"]["text"]
+    assert text.splitlines()[0] == "*Failed jobs*"
+    assert text.splitlines()[1] == (
+        "• <https://buildkite.com/a/b/builds/2042#job-0|&lt;!channel&gt; *bold* &amp; &lt;http://evil.example|x&gt;>"
+        " — exit 1"
+    )
+    assert text.count("•") == 5 and text.endswith("\nand 2 more")
+    allowed = {f"https://buildkite.com/a/b/builds/2042#job-{i}" for i in range(7)} | urls_of(payload("build.failing"))
+    assert_valid_and_inert(slack.recorded(UPDATES)[-1].json, allowed)
+
+
+def test_a_retry_that_passed_takes_its_job_off_the_message(slack: StandIn) -> None:
+    first = "01976231-09c5-4d7c-9dc1-aeba69afb3be"
+    deliver(payload("build.failing"))
+    deliver(job(id=first, name=":capybara: Feature specs", retries_count=None))
+    assert "Feature specs" in builds_message(slack)["blocks"][3]["text"]["text"]
+    deliver(payload("job.finished.passed.auto-retry"))
+    assert [block["type"] for block in builds_message(slack)["blocks"]] == [
+        "header",
+        "section",
+        "section",
+        "actions",
+        "context",
+    ]
+
+
+def test_a_child_build_of_a_trigger_step_can_be_left_out(slack: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    deliver(failed_build(number=1, source="trigger_job"))
+    configure(monkeypatch, SLACK_SKIP_TRIGGERED_BUILDS="true")
+    deliver(failed_build(number=2, source="trigger_job"))
+    deliver(failed_build(number=3))
+    assert [request["blocks"][0]["text"]["text"].split(" failed")[0] for request in sent(slack)] == [
+        "🔴 My Pipeline #1",
+        "🔴 My Pipeline #3",
+    ]
+
+
+def test_a_deleted_message_is_not_posted_again(slack: StandIn, capsys: Any) -> None:
+    deliver(payload("build.failing"))
+    slack_api.state(slack).posted.clear()  # someone deleted it in Slack
+    deliver(payload("build.finished.failed"))
+    assert len(sent(slack)) == 1
+    (_, line) = outcome_lines(capsys)
+    assert line["outcome"] == "invalid" and "message_not_found" in line["message"]
+
+
+# --- authors mentioned ------------------------------------------------------------------------
+
+
+def test_authors_are_mentioned_by_the_id_slack_resolved(slack: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, SLACK_MENTION_AUTHORS="true")
+    keith = slack_api.add_user(slack, "keith@buildkite.com", "Keith Pitt")
+    deliver(failed_build(number=1))
+    deliver(failed_build(number=2))
+    (first, second) = sent(slack)
+    assert f"*Author*\n<@{keith}>" in [field["text"] for field in first["blocks"][1]["fields"]]
+    assert first["text"].endswith(f" (<@{keith}>)") and second["text"].endswith(f" (<@{keith}>)")
+    assert len(slack.recorded(r"users\.lookupByEmail")) == 1  # kept by the instance
+    assert slack.recorded(r"users\.lookupByEmail")[0].body == b"email=keith%40buildkite.com"  # a form, not JSON
+
+
+def test_without_the_setting_nobody_is_looked_up_or_mentioned(slack: StandIn) -> None:
+    deliver(failed_build())
+    assert "<@" not in json.dumps(sent(slack)[0])
+    assert slack.recorded(r"users\.lookupByEmail") == []
+
+
+def test_an_unknown_author_falls_back_to_the_creator_then_to_the_name(
+    slack: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(monkeypatch, SLACK_MENTION_AUTHORS="true")
+    sam = slack_api.add_user(slack, "sam@example.com", "Sam Kim")
+    deliver(
+        failed_build(
+            number=1,
+            author={"name": "Nobody", "email": "nobody@example.com"},
+            creator={"name": "Sam Kim", "email": "sam@example.com"},
+        )
+    )
+    deliver(failed_build(number=2, author={"name": "<!here> Nobody", "email": "nobody@example.com"}, creator=None))
+    first, second = ([f["text"] for f in request["blocks"][1]["fields"]] for request in sent(slack))
+    assert f"*Author*\n<@{sam}>" in first
+    assert "*Author*\n&lt;!here&gt; Nobody" in second and "<@" not in json.dumps(sent(slack)[1])
+
+
+def test_a_failed_lookup_never_blocks_the_post(slack: StandIn, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    slack_api.allow_token(slack, TOKEN, {"chat:write"})  # no users:read.email
+    configure(monkeypatch, SLACK_MENTION_AUTHORS="true")
+    deliver(failed_build(number=1))
+    slack.fail(r"/slack/api/users\.lookupByEmail", Fault(500, body={"ok": False, "error": "internal_error"}))
+    slack_api.allow_token(slack, TOKEN)
+    deliver(failed_build(number=2, author={"name": "Sam", "email": "sam@example.com"}))
+    assert len(slack_api.posted(slack)) == 2 and "<@" not in json.dumps(sent(slack))
+    lines = log_lines(capsys.readouterr().out)
+    warnings = [line["message"] for line in lines if line["severity"] == "WARNING"]
+    assert any("missing_scope" in w and "users:read.email" in w for w in warnings), warnings
+    assert [line["outcome"] for line in lines if "outcome" in line] == ["done", "done"]
+
+
+def test_the_user_map_comes_before_the_lookup(slack: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, SLACK_MENTION_AUTHORS="true", SLACK_USER_MAP=" Keith@Buildkite.com = U0MAPPED1 ;")
+    deliver(failed_build())
+    assert "*Author*\n<@U0MAPPED1>" in [field["text"] for field in sent(slack)[0]["blocks"][1]["fields"]]
+    assert slack.recorded(r"users\.lookupByEmail") == []
+
+
+def test_a_user_map_that_is_not_one_is_a_config_error(slack: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, SLACK_USER_MAP="keith@example.com=<!channel>")
+    with pytest.raises(Nack, match="SLACK_USER_MAP entry 1 is not email=UserID"):
+        deliver(failed_build())
+
+
+# --- a post whose answer was lost ------------------------------------------------------------
+
+
+def test_a_post_whose_answer_was_lost_is_found_by_its_metadata(
+    slack: StandIn, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from tools.local.faultproxy import FaultProxy
+
+    builds = slack_api.state(slack).find("#builds")
+    assert builds is not None
+    with FaultProxy(slack.url) as proxy:
+        configure(
+            monkeypatch, SLACK_CHANNEL=builds.id, SLACK_API_URL=f"{proxy.url}/slack/api/", SLACK_TIMEOUT_SECONDS="2"
+        )
+        proxy.fail(r"chat\.postMessage", "lost", times=1)  # Slack posts; the answer never comes back
+        with pytest.raises(Nack):
+            deliver(payload("build.finished.failed"))
+        deliver(payload("build.finished.failed"))  # Pub/Sub's redelivery
+    message = builds_message(slack)  # still one
+    assert message["edits"] == 1
+    lines = outcome_lines(capsys)
+    assert lines[-1]["message"].startswith("done: found the message whose answer was lost")
+
+
+def test_without_history_access_a_lost_answer_can_post_twice(slack: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the README says remains: no channels:history scope (or a channel given by name) and
+    a lost answer means a second message."""
+    from tools.local.faultproxy import FaultProxy
+
+    slack_api.allow_token(slack, TOKEN, {"chat:write"})
+    builds = slack_api.state(slack).find("#builds")
+    assert builds is not None
+    with FaultProxy(slack.url) as proxy:
+        configure(
+            monkeypatch, SLACK_CHANNEL=builds.id, SLACK_API_URL=f"{proxy.url}/slack/api/", SLACK_TIMEOUT_SECONDS="2"
+        )
+        proxy.fail(r"chat\.postMessage", "lost", times=1)
+        with pytest.raises(Nack):
+            deliver(payload("build.finished.failed"))
+        deliver(payload("build.finished.failed"))
+    assert len(slack_api.posted(slack)) == 2
+
+
+# --- the stand-in answers as Slack documents ------------------------------------------------------
+
+
+def client(server: StandIn, token: str = TOKEN) -> Any:
+    from slack_sdk import WebClient
+
+    return WebClient(token=token, base_url=f"{server.url}/slack/api/")
+
+
+def slack_error(call: Any) -> dict[str, Any]:
+    from slack_sdk.errors import SlackApiError
+
+    with pytest.raises(SlackApiError) as raised:
+        call()
+    data: dict[str, Any] = raised.value.response.data
+    return data
+
+
+def test_chat_update_takes_the_channel_id_and_the_ts_of_our_own_message(slack: StandIn) -> None:
+    web = client(slack)
+    posted = web.chat_postMessage(channel="#builds", text="one").data
+    assert slack_error(lambda: web.chat_update(channel="#builds", ts=posted["ts"], text="two"))["error"] == (
+        "channel_not_found"
+    )
+    assert slack_error(lambda: web.chat_update(channel=posted["channel"], ts="1.000001", text="x"))["error"] == (
+        "message_not_found"
+    )
+    theirs = slack_api.post_as_another_app(slack, "#builds", "not yours")
+    assert slack_error(lambda: web.chat_update(channel=posted["channel"], ts=theirs, text="x"))["error"] == (
+        "cant_update_message"
+    )
+    updated = web.chat_update(channel=posted["channel"], ts=posted["ts"], text="two").data
+    assert (updated["ok"], updated["ts"], updated["text"]) == (True, posted["ts"], "two")
+    with pytest.raises(slack_web.MessageGone, match="message_not_found"):
+        slack_web.Slack(TOKEN, f"{slack.url}/slack/api/", 5, 0).update(posted["channel"], "9.000001", {"text": "x"})
+
+
+def test_users_lookup_by_email_answers_as_slack_does(slack: StandIn) -> None:
+    web = client(slack)
+    found = web.users_lookupByEmail(email="KEITH@buildkite.com").data
+    assert found["ok"] and found["user"]["id"].startswith("U")
+    assert slack_error(lambda: web.users_lookupByEmail(email="nobody@example.com"))["error"] == "users_not_found"
+    slack_api.add_user(slack, "gone@example.com", "Gone", deleted=True)
+    assert slack_error(lambda: web.users_lookupByEmail(email="gone@example.com"))["error"] == "users_not_found"
+    json_only = slack_error(lambda: web.api_call("users.lookupByEmail", json={"email": "keith@buildkite.com"}))
+    assert json_only["error"] == "invalid_arguments"  # Slack reads no JSON for this method
+    slack_api.allow_token(slack, "xoxb-narrow", {"chat:write"})
+    refused = slack_error(lambda: client(slack, "xoxb-narrow").users_lookupByEmail(email="keith@buildkite.com"))
+    assert (refused["error"], refused["needed"], refused["provided"]) == (
+        "missing_scope",
+        "users:read.email",
+        "chat:write",
+    )
+
+
+def test_history_shows_metadata_only_when_asked_and_needs_its_scope(slack: StandIn) -> None:
+    web = client(slack)
+    metadata = {"event_type": "buildkite_build", "event_payload": {"build_id": "b-1"}}
+    posted = web.chat_postMessage(channel="#builds", text="one", metadata=metadata).data
+    plain = web.conversations_history(channel=posted["channel"]).data["messages"]
+    assert [m["ts"] for m in plain] == [posted["ts"]] and "metadata" not in plain[0]
+    full = web.conversations_history(channel=posted["channel"], include_all_metadata=True).data["messages"]
+    assert full[0]["metadata"] == metadata
+    bad = slack_error(lambda: web.chat_postMessage(channel="#builds", text="x", metadata={"event_type": "t"}))
+    assert bad["error"] == "invalid_metadata_format"
+    slack_api.allow_token(slack, "xoxb-narrow", {"chat:write"})
+    refused = slack_error(lambda: client(slack, "xoxb-narrow").conversations_history(channel=posted["channel"]))
+    assert (refused["error"], refused["needed"]) == ("missing_scope", "channels:history")
+
+
+def test_the_report_tells_updates_from_posts(slack: StandIn) -> None:
+    deliver(payload("build.failing"))
+    deliver(payload("build.finished.failed"))
+    title, lines = slack_api.report(slack)
+    assert "1 message(s) posted, 1 update(s) of them; 1 build(s), at most 1 message(s) per build" in title
+    assert lines[0].startswith("#builds  (C") and lines[0].endswith(", posted then updated 1×)")
+
+
+# --- what the records cost ---------------------------------------------------------------------
+
+
+def test_firestore_operations_per_build(slack: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The figures the README gives: a quiet build, a failing one, and each step of it."""
+    counts = count_firestore(monkeypatch)
+    costs: dict[str, tuple[int, int]] = {}
+    for label, body in (
+        ("passed build, nothing posted", payload("build.finished.passed")),
+        ("build.failing, posted", payload("build.failing")),
+        ("job.finished failed, message updated", job()),
+        ("job.finished passed", job(id="job-ok", state="passed", exit_status=0)),
+        ("build.finished failed, message updated", payload("build.finished.failed")),
+        ("build.finished redelivered", payload("build.finished.failed")),
+    ):
+        counts.clear()
+        deliver(body)
+        costs[label] = (counts["reads"], counts["writes"])
+    assert costs == {
+        "passed build, nothing posted": (2, 1),
+        "build.failing, posted": (3, 2),
+        "job.finished failed, message updated": (2, 2),
+        "job.finished passed": (0, 0),
+        "build.finished failed, message updated": (3, 3),
+        "build.finished redelivered": (2, 0),
+    }
+    assert len(sent(slack)) == 1 and len(slack.recorded(UPDATES)) == 2
+
+
+def test_firestore_operations_per_build_without_the_early_post(slack: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, SLACK_EARLY_FAILURE="false")
+    counts = count_firestore(monkeypatch)
+    for body in (payload("build.failing"), job(), job(id="job-ok", state="passed", exit_status=0)):
+        deliver(body)
+    deliver(payload("build.finished.failed"))
+    assert (counts["reads"], counts["writes"]) == (4, 4)
+    assert len(sent(slack)) == 1 and slack.recorded(UPDATES) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+import sys
 from typing import Any
 
 from hypothesis import example, given, settings
@@ -13,6 +14,7 @@ from buildkite_events.text import clean, clusters, fit, safe_url, units
 from tests.support import load_function
 
 fn: Any = load_function("slack-notify")
+kit: Any = sys.modules["slack_blocks"]  # the message, beside main.py
 
 # Any text, weighted towards what breaks naive code: Slack's control characters, emoji
 # sequences, combining marks, bidi controls, surrogates, newlines.
@@ -28,10 +30,10 @@ texts = st.lists(st.one_of(st.characters(), tricky), max_size=400).map("".join)
 @example(text="👩\u200d👩\u200d👧" * 50, limit=9)
 def test_fit_escapes_and_cuts_between_characters(text: str, limit: int) -> None:
     cleaned = clean(text)
-    out = fit(cleaned, limit, fn.escape)
+    out = fit(cleaned, limit, kit.escape)
     assert units(out) <= limit
     assert not re.search(r"[<>]", out)  # Slack's control characters only as entities
-    body = out.removesuffix("…") if out != fn.escape(cleaned) else out
+    body = out.removesuffix("…") if out != kit.escape(cleaned) else out
     assert re.fullmatch(r"(&lt;|&gt;|&amp;|[^&])*", body)  # never a broken entity
     shown = html.unescape(body)
     assert cleaned.startswith(shown)
@@ -50,10 +52,10 @@ def test_clean_leaves_one_line_without_controls_or_overrides(text: str) -> None:
 
 @given(url=st.text(max_size=200))
 def test_safe_url_is_http_and_cannot_break_a_link(url: str) -> None:
-    out = safe_url("https://buildkite.com/" + url, fn.URL_LIMIT)
+    out = safe_url("https://buildkite.com/" + url, kit.URL_LIMIT)
     assert out is not None and out.startswith("https://buildkite.com/")
     assert not re.search(r"[\s<>|\"\x00-\x1f\x7f-\uffff]", out)
-    assert safe_url("javascript:alert(1)//" + url, fn.URL_LIMIT) is None
+    assert safe_url("javascript:alert(1)//" + url, kit.URL_LIMIT) is None
 
 
 def test_routes_parse_and_match_first_wins() -> None:

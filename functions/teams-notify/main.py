@@ -3,9 +3,12 @@
 Office 365 connectors and their MessageCards are retired: the card goes to a Teams
 **Workflows** webhook ("Post to a channel when a webhook request is received"), whose URL
 is the ``TEAMS_WEBHOOK_URL`` secret. The trigger answers 202 Accepted and the workflow then
-posts the card. ``TEAMS_NOTIFY_STATES`` and ``TEAMS_PIPELINES`` choose which builds post.
+posts the card; it cannot update a card, so each build posts once, at ``build.finished``.
+``TEAMS_NOTIFY_STATES`` (verdicts, ``broken`` and ``fixed``) and ``TEAMS_PIPELINES`` choose
+which builds post. The card says where the build stands on its branch and names its failed
+jobs, which ``job.finished`` events record beforehand (``buildkite_events.builds``).
 Text from the event is cleaned and escaped (Fact values and TextBlocks take markdown; the
-commit message goes in a TextRun, which takes none) and the message stays under 28 KB.
+commit message and job names go in TextRuns, which take none) and the message stays under 28 KB.
 """
 
 from __future__ import annotations
@@ -21,10 +24,24 @@ import functions_framework
 from teams_webhook import post_card
 
 from buildkite_events import BuildkiteEvent, InvalidEvent, env, pubsub_handler
+from buildkite_events import builds as record
+from buildkite_events.builds import BranchStanding, FailedJob, branch_history
 from buildkite_events.errors import Skip
-from buildkite_events.notify import BuildGlob, check_url, context_line, look, notified_build, notify_states, where
+from buildkite_events.notify import (
+    BuildGlob,
+    check_url,
+    context_line,
+    headline,
+    job_detail,
+    notified_build,
+    notify_states,
+    where,
+)
 from buildkite_events.text import clean, fit, safe_url, units
 from buildkite_events.timeutil import format_duration
+
+NOTIFIER = "teams-notify"  # the build record's name for this function's card
+JOBS_SHOWN = 5  # failed jobs named, then "and N more"
 
 CARD_VERSION = "1.4"  # Adaptive Cards 1.4: what Teams renders on desktop, web and mobile
 CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
@@ -81,16 +98,42 @@ def parse_pipelines(values: tuple[str, ...]) -> tuple[BuildGlob, ...]:
 @functions_framework.cloud_event
 @pubsub_handler(Config)
 def notify_teams(event: BuildkiteEvent, config: Config) -> str:
-    build = notified_build(event, notify_states(config.states, "TEAMS_NOTIFY_STATES"))
-    if not config.wants(event.pipeline_slug, build.branch):
+    if event.event_type == "job.finished":  # a failed job for the card of its build
+        job = record.record_job(event)
+        if not job.changed:
+            raise Skip(job.note)
+        return job.note
+    if event.build is None:
+        raise InvalidEvent(f"{event.event_type} carries no build (no id and no number)")
+    if not config.wants(event.pipeline_slug, event.build.branch):
         raise Skip(f"{where(event)} is not in TEAMS_PIPELINES")
-    return post_card(config.webhook_url, encode(teams_message(event)), config.timeout_seconds)
+    standing = branch_history(event) if event.event_type == "build.finished" else None
+    notified_build(event, notify_states(config.states, "TEAMS_NOTIFY_STATES"), standing)
+    assert standing is not None
+    memory, lease = record.note_build(event, standing, NOTIFIER, post=True)
+    if lease is None:  # posted already, or being posted by another delivery
+        held = memory.message(NOTIFIER)
+        raise Skip(
+            "the build's card is being posted"
+            if held and held.state == "posting"
+            else "posted the build's card already"
+        )
+    message = encode(teams_message(event, standing, memory.failed_jobs))
+    try:
+        outcome = post_card(config.webhook_url, message, config.timeout_seconds)
+    except BaseException:
+        record.release_post(lease, uncertain=False)  # a workflow run cannot be looked up: post again
+        raise
+    record.record_post(lease, "workflow", "accepted", shown=memory.revision)  # a card has no id to keep
+    return outcome
 
 
 # --- the message ---------------------------------------------------------------------------
 
 
-def teams_message(event: BuildkiteEvent) -> dict[str, Any]:
+def teams_message(
+    event: BuildkiteEvent, standing: BranchStanding | None = None, jobs: list[FailedJob] | None = None
+) -> dict[str, Any]:
     """The Workflows envelope around the card, cut until its JSON fits ``MAX_MESSAGE_BYTES``."""
     value_limit, message_limit = VALUE_LIMIT, MESSAGE_LIMIT
     while True:
@@ -100,7 +143,9 @@ def teams_message(event: BuildkiteEvent) -> dict[str, Any]:
                 {
                     "contentType": CARD_CONTENT_TYPE,
                     "contentUrl": None,
-                    "content": adaptive_card(event, value_limit=value_limit, message_limit=message_limit),
+                    "content": adaptive_card(
+                        event, standing, jobs or [], value_limit=value_limit, message_limit=message_limit
+                    ),
                 }
             ],
         }
@@ -113,12 +158,19 @@ def encode(message: Mapping[str, Any]) -> bytes:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def adaptive_card(event: BuildkiteEvent, *, value_limit: int = VALUE_LIMIT, message_limit: int = MESSAGE_LIMIT) -> Any:
+def adaptive_card(
+    event: BuildkiteEvent,
+    standing: BranchStanding | None = None,
+    jobs: list[FailedJob] | None = None,
+    *,
+    value_limit: int = VALUE_LIMIT,
+    message_limit: int = MESSAGE_LIMIT,
+) -> Any:
     build = event.build
     if build is None:
         raise InvalidEvent("no build to describe")
     state = build.effective_state or "unknown"
-    shown = look(state)
+    shown, what = headline(build, standing)
     pipeline = event.pipeline
     name = clean(pipeline.name if pipeline and pipeline.name else event.pipeline_slug) or "unknown pipeline"
     number = f"#{build.number}" if build.number is not None else "(no number)"
@@ -138,7 +190,7 @@ def adaptive_card(event: BuildkiteEvent, *, value_limit: int = VALUE_LIMIT, mess
         ("State", md_escape(clean(state)[:40])),
         ("Duration", format_duration(build.duration_seconds)),
     ]
-    suffix = md_escape(f" {number} {shown.verb}")  # the name is cut, never the build and its state
+    suffix = md_escape(f" {what}")  # the name is cut, never the build, its state and its standing
     title = f"{shown.icon} " + fit(name, TITLE_LIMIT - units(suffix), md_escape) + suffix
     colour = shown.tone.capitalize()
     body: list[dict[str, Any]] = [
@@ -148,6 +200,7 @@ def adaptive_card(event: BuildkiteEvent, *, value_limit: int = VALUE_LIMIT, mess
     if line:  # a TextRun takes no markdown: the text shows as written
         body.append({"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": line, "italic": True}]})
     body.append({"type": "FactSet", "facts": [{"title": t, "value": v} for t, v in facts if v]})
+    body += failed_jobs_blocks(jobs or [], value_limit)
     context = context_line(event)
     if context:
         body.append({"type": "TextBlock", "text": fit(context, VALUE_LIMIT, md_escape), "isSubtle": True, "wrap": True})
@@ -162,6 +215,25 @@ def adaptive_card(event: BuildkiteEvent, *, value_limit: int = VALUE_LIMIT, mess
     if url:
         card["actions"] = [{"type": "Action.OpenUrl", "title": "View Build", "url": url}]
     return card
+
+
+def failed_jobs_blocks(jobs: list[FailedJob], name_limit: int) -> list[dict[str, Any]]:
+    """ "Failed jobs", then a line per job (its name a TextRun that opens the job: no markdown
+    to escape), up to ``JOBS_SHOWN``, then "and N more"."""
+    if not jobs:
+        return []
+    title = "Failed jobs" if len(jobs) > 1 else "Failed job"
+    blocks: list[dict[str, Any]] = [{"type": "TextBlock", "text": title, "weight": "Bolder", "wrap": True}]
+    for job in jobs[:JOBS_SHOWN]:
+        name: dict[str, Any] = {"type": "TextRun", "text": fit(clean(job.name), name_limit) or "unnamed job"}
+        url = safe_url(job.web_url, URL_LIMIT)
+        if url:
+            name["selectAction"] = {"type": "Action.OpenUrl", "url": url}
+        detail = {"type": "TextRun", "text": f" — {job_detail(job)}", "isSubtle": True}
+        blocks.append({"type": "RichTextBlock", "spacing": "None", "inlines": [name, detail]})
+    if len(jobs) > JOBS_SHOWN:
+        blocks.append({"type": "TextBlock", "text": f"and {len(jobs) - JOBS_SHOWN} more", "spacing": "None"})
+    return blocks
 
 
 # --- markdown -----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """teams-notify end to end: the real function (functions-framework), real requests, a local
-server answering like a Teams Workflows webhook, Firestore's emulator for the idempotency
-claims. Every message sent is checked for the envelope's shape, its size and, card by card,
+server answering like a Teams Workflows webhook, Firestore's emulator for the build and
+branch records. Every message sent is checked for the envelope's shape, its size and, card by card,
 against the Adaptive Card 1.4 JSON schema."""
 
 from __future__ import annotations
@@ -18,7 +18,16 @@ import pytest
 
 from buildkite_events import Nack
 from buildkite_events.text import clusters
-from tests.support import cloud_event, envelope, load_function, log_lines, mcncl, payload, payload_names
+from tests.support import (
+    cloud_event,
+    count_firestore,
+    envelope,
+    load_function,
+    log_lines,
+    mcncl,
+    payload,
+    payload_names,
+)
 from tools.local.standin import Fault, StandIn
 from tools.local.standins import teams as teams_api
 
@@ -124,6 +133,10 @@ def assert_valid_and_inert(body: bytes, allowed_urls: set[str]) -> dict[str, Any
             markdown += [part for fact in element["facts"] for part in (fact["title"], fact["value"])]
         elif element["type"] == "RichTextBlock":  # TextRuns take no markdown; still no bidi tricks
             assert all(not re.search(r"[\u202a-\u202e\u2066-\u2069]", run["text"]) for run in element["inlines"])
+            for run in element["inlines"]:  # a job's name opens the job, and nothing else
+                if "selectAction" in run:
+                    assert run["selectAction"]["type"] == "Action.OpenUrl"
+                    assert run["selectAction"]["url"] in allowed_urls
     for text in markdown:
         assert not re.search(UNESCAPED + r"\[", text), text  # no link or image can open
         assert not re.search(UNESCAPED + r"[<>*_`~{}]", text), text  # no tag, emphasis, code, {{DATE}}
@@ -157,7 +170,10 @@ def test_every_fixture_served_by_functions_framework(teams: StandIn, name: str, 
     assert response.status_code == 200
 
     (line,) = outcome_lines(capsys)
-    if body["event"] == "build.finished":
+    if body["event"] == "job.finished":  # recorded for its build's card; nothing posted
+        assert line["outcome"] == "done", line
+        assert sent(teams) == []
+    elif body["event"] == "build.finished":
         assert line["outcome"] == "done", line
         assert re.fullmatch(r"done: posted card to Teams \(202 Accepted, run 0858\w+\)", line["message"])
         (posted,) = sent(teams)
@@ -230,7 +246,7 @@ def test_each_state_has_its_own_title(teams: StandIn) -> None:
         ("✅ My Pipeline #2041 passed", "Good"),
         ("⏸️ My Pipeline #2043 is blocked", "Warning"),
         ("⛔ My Pipeline #2044 was canceled", "Warning"),
-        ("🔴 My Pipeline #2047 failed", "Attention"),  # its block step set the build to failed
+        ("🔴 My Pipeline #2047 failed (broke main)", "Attention"),  # its block step set the build to failed
     ]
 
 
@@ -358,7 +374,7 @@ def test_configured_states_and_pipelines(teams: StandIn, monkeypatch: pytest.Mon
     assert lines[3]["message"] == "skipped: my-pipeline@feature/x is not in TEAMS_PIPELINES"
     assert [card["body"][0]["text"] for card in teams_api.cards(teams)] == [
         "⏸️ My Pipeline #2043 is blocked",
-        "🔴 My Pipeline #2042 failed",
+        "🔴 My Pipeline #2042 failed (broke main)",  # #2041 passed on main before it
     ]
 
 
@@ -479,7 +495,9 @@ def test_a_redelivered_message_posts_once(teams: StandIn, capsys: Any) -> None:
     fn.notify_teams(cloud_event(push))
     fn.notify_teams(cloud_event(push))
     deliver(payload("build.finished.failed"), message_id="m-2")  # the webhook sent again: a new message id
-    assert [line["outcome"] for line in outcome_lines(capsys)] == ["done", "duplicate", "duplicate"]
+    lines = outcome_lines(capsys)
+    assert [line["outcome"] for line in lines] == ["done", "skipped", "skipped"]
+    assert lines[1]["message"] == "skipped: posted the build's card already"
     assert len(sent(teams)) == 1
 
 
@@ -533,3 +551,75 @@ def test_the_stand_in_report_renders_cards_and_failed_runs(teams: StandIn) -> No
     assert lines[2] == "  “" + HOSTILE + "”"
     assert lines[-2].endswith(": Failed (36 bytes)")
     assert lines[-1] == '  ! the body is not a message ({"type": "message", "attachments": [...]})'
+
+
+# --- where the build stands, and its failed jobs ------------------------------------------------
+
+
+def job(**changes: Any) -> dict[str, Any]:
+    body = payload("job.finished.failed")
+    body["job"].update(changes)
+    return body
+
+
+def test_the_card_names_the_failed_jobs_recorded_before_it(teams: StandIn, capsys: Any) -> None:
+    urls = {f"https://buildkite.com/a/b/builds/2042#job-{index}" for index in range(7)}
+    jobs = [
+        job(
+            id=f"job-{index}",
+            name="[click](http://evil.example) **x**" if index == 0 else f"Shard {index}",
+            web_url=f"https://buildkite.com/a/b/builds/2042#job-{index}",
+            finished_at=f"2025-06-12T03:3{index}:00.000Z",
+            exit_status=index + 1,
+        )
+        for index in range(7)
+    ]
+    for body in [*jobs, jobs[0]]:  # the last one a redelivery: nothing new to record
+        deliver(body)
+    assert sent(teams) == []
+    deliver(payload("build.finished.failed"))
+    card = assert_valid_and_inert(sent(teams)[0], {BUILD_URL} | urls)
+    rows = teams_api.render_card(card)
+    start = rows.index("Failed jobs")
+    assert rows[start + 1 : start + 7] == [
+        "[click](http://evil.example) **x** <https://buildkite.com/a/b/builds/2042#job-0> — exit 1",
+        "Shard 1 <https://buildkite.com/a/b/builds/2042#job-1> — exit 2",
+        "Shard 2 <https://buildkite.com/a/b/builds/2042#job-2> — exit 3",
+        "Shard 3 <https://buildkite.com/a/b/builds/2042#job-3> — exit 4",
+        "Shard 4 <https://buildkite.com/a/b/builds/2042#job-4> — exit 5",
+        "and 2 more",
+    ]
+    outcomes = [line["outcome"] for line in outcome_lines(capsys)]
+    assert outcomes == ["done"] * 7 + ["skipped", "done"]
+
+
+def test_streaks_broken_and_fixed_in_the_title(teams: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch, TEAMS_NOTIFY_STATES="failed,fixed")
+    for number, state in ((2250, "passed"), (2251, "failed"), (2252, "failed"), (2253, "passed"), (2254, "passed")):
+        deliver(failed_build(number=number, state=state, finished_at=f"2025-06-12T04:{number - 2200:02d}:00.000Z"))
+    cards = teams_api.cards(teams)
+    assert [(card["body"][0]["text"], card["body"][0]["color"]) for card in cards] == [
+        ("🔴 My Pipeline #2251 failed (broke main)", "Attention"),
+        ("🔴 My Pipeline #2252 failed (2nd failure in a row on main)", "Attention"),
+        ("✅ My Pipeline #2253 fixed main (passed after 2 failures)", "Good"),
+    ]
+    assert cards[2]["fallbackText"] == "My Pipeline #2253 fixed main (passed after 2 failures)"
+
+
+def test_one_card_per_build_even_when_the_build_finishes_again(teams: StandIn, capsys: Any) -> None:
+    deliver(failed_build())
+    deliver(failed_build(state="passed", finished_at="2025-06-12T04:10:00.000Z"))  # a job retried by hand
+    assert len(teams_api.cards(teams)) == 1  # a Workflows card cannot be updated
+    assert [line["message"] for line in outcome_lines(capsys)][1] == "skipped: posted the build's card already"
+
+
+def test_firestore_operations_per_build(teams: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The figures the README gives."""
+    counts = count_firestore(monkeypatch)
+    costs: list[tuple[int, int]] = []
+    for body in (job(), job(id="job-ok", state="passed", exit_status=0), payload("build.finished.failed"), job()):
+        counts.clear()
+        deliver(body)
+        costs.append((counts["reads"], counts["writes"]))
+    assert costs == [(1, 1), (0, 0), (3, 3), (1, 0)]  # the build.finished wrote the branch's first verdict
+    assert len(teams_api.cards(teams)) == 1

@@ -1,7 +1,7 @@
 """Shared plumbing for the buildkite-fanout functions: parse any delivery into a typed
 ``BuildkiteEvent``, the ack/nack contract (``pubsub_handler``), typed config from the
 environment, structured logs, Pub/Sub filters, HTTP answers as error kinds, chat text, and
-state in Firestore (claims and ordered records)."""
+state in Firestore (claims, ordered records, and what a build and its branch remember)."""
 
 from .config import env, load_config
 from .errors import ConfigError, FanoutError, InvalidEvent, Skip, TransientError

@@ -1,34 +1,44 @@
 """What a build and its branch remember across events, in Firestore (``buildkite_events.state``).
 
-Per build (one document of kind ``build``, keyed by the build id): the hard-failed jobs seen
-in ``job.finished``, each retried job counted once by its latest attempt, and a revision
-that grows with every change. Any function that needs the failed jobs subscribes to
-``job.finished`` itself and calls ``remember_job``; the record is shared, so whichever
-function records a job first saves the others the write.
+Per build (one document of kind ``build``, keyed by the build id):
+
+- its hard-failed jobs from ``job.finished`` (``remember_job``, ``failed_jobs``), a retried job
+  counted once, by its latest attempt. Each function that needs them subscribes to
+  ``job.finished`` itself; the record is shared, so the first to record a job saves the
+  others the write;
+- the build as its newest ``build.failing``/``build.finished`` showed it, and the chat messages
+  about it: per notifier a lease around the post, then the channel and ``ts`` and the
+  revision the message shows (``note_build``, ``record_post``, ``release_post``,
+  ``mark_shown``). The revision grows with every change a message shows, so a notifier can
+  update its message until it shows the newest.
 
 Per pipeline and branch (``Records`` of kind ``builds.branch``): the last verdict (passed or
 failed), the build number it came from and the failure streak, ordered by build number and
-then the build's own timestamps, so a late older build never rewrites a newer verdict.
-``branch_history`` gives a build its ``BranchStanding``: broken, fixed, the streak.
+then the build's own timestamps, so a late older build never rewrites a newer verdict
+(``branch_history`` → ``BranchStanding``: broken, fixed, the streak).
 
 Both expire (``expire_at``, the collection's TTL policy) like the idempotency claims.
-Redelivery and out-of-order arrival change nothing twice: a job is a set member, a
-superseded attempt stays superseded, and a verdict is kept per build number.
+Redelivery and out-of-order arrival change nothing twice: a job is a set member, a retried
+attempt stays retried, a build's newer state is never replaced by an older one, and a
+verdict is kept per build number. Writes are conditional on the document read.
 
 Firestore operations: a job that passed at its first attempt costs none; a failed job or a
-retry costs one read and, the first time, one write. A finished build's standing costs one
-read and, the first time, one write; a running build's (``build.failing``) one read.
+retry one read and, the first time, one write. A finished build's standing costs one read
+and, the first time, one write; a failing build's one read. The message bookkeeping costs one
+read and one write per post or update (see the notifiers' READMEs for the figures per build).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from .errors import InvalidEvent, TransientError
 from .event import BuildkiteEvent, Job
@@ -50,12 +60,20 @@ __all__ = [
     "BranchStanding",
     "BuildMemory",
     "FailedJob",
+    "JobRecord",
+    "Lease",
+    "Message",
     "affects_failed_jobs",
     "branch_history",
     "build_key",
     "failed_jobs",
     "is_hard_failure",
+    "mark_shown",
+    "note_build",
     "recall",
+    "record_job",
+    "record_post",
+    "release_post",
     "remember_job",
 ]
 
@@ -67,8 +85,10 @@ TTL_DAYS = 30  # as the idempotency claims (terraform: the collection's TTL on e
 FAILED_STATES = frozenset({"failed", "timed_out", "expired"})  # a job's own hard failure
 MAX_FAILED_JOBS = 500  # kept per build (a document holds 1 MiB; a message names 5)
 MAX_SUPERSEDED = 2000
-RECORD_FIELDS = ("failed", "superseded")  # what ``_update`` hands a change, each a map
+RECORD_FIELDS = ("failed", "superseded", "snapshot", "messages")  # the maps ``_update`` hands a change
+CONTENT_FIELDS = ("failed", "superseded", "snapshot")  # what a message about the build shows
 NAME_LIMIT = 200
+MAX_ID = 200  # Buildkite's ids are UUIDs; a longer one is not theirs
 URL_LIMIT = 2000
 
 
@@ -99,7 +119,7 @@ class FailedJob:
             state=job.state or "failed",
             finished_at=job.finished_at.isoformat() if job.finished_at else None,
             retries=job.retries_count or 0,
-            step_key=job.step_key,
+            step_key=job.step_key[:NAME_LIMIT] if job.step_key else None,
         )
 
     def stored(self) -> dict[str, Any]:
@@ -168,6 +188,25 @@ class BuildMemory:
         jobs = [FailedJob.from_stored(job_id, value) for job_id, value in self.failed.items()]
         return sorted(jobs, key=lambda job: job.sort_key)
 
+    @property
+    def build(self) -> BuildkiteEvent | None:
+        """The build as its newest build event showed it (``note_build``), or None."""
+        snapshot = _mapping(self.data.get("snapshot"))
+        data = snapshot.get("data")
+        if not isinstance(data, Mapping) or not isinstance(snapshot.get("event_type"), str):
+            return None
+        return BuildkiteEvent(event_type=snapshot["event_type"], data=data)
+
+    @property
+    def standing(self) -> BranchStanding:
+        """The branch standing noted with that build event."""
+        return BranchStanding.of(_mapping(_mapping(self.data.get("snapshot")).get("standing")))
+
+    def message(self, notifier: str) -> Message | None:
+        """What ``notifier`` posted (or is posting) about this build."""
+        entry = _mapping(self.data.get("messages")).get(notifier)
+        return Message.of(entry) if isinstance(entry, Mapping) else None
+
 
 def build_key(event: BuildkiteEvent) -> str:
     """The build's id, else organization/pipeline#number (an event without the id)."""
@@ -186,29 +225,52 @@ def remember_job(event: BuildkiteEvent) -> str:
     on it, or a later job's ``retry_source``) is removed and kept out for good, so a retried
     job counts once, by its latest attempt, whichever order the events come in.
     """
+    return record_job(event).note
+
+
+class JobRecord(NamedTuple):
+    """What ``record_job`` did: the build's record as read or written (None when the job needed
+    none: it passed at its first attempt, or failed softly), a description, and whether it changed."""
+
+    memory: BuildMemory | None
+    note: str
+    changed: bool
+
+
+def record_job(event: BuildkiteEvent) -> JobRecord:
+    """``remember_job``, with the build's record.
+
+    A hard failure is added; an attempt that was retried (``retried``/``retried_in_job_id``
+    on it, or a later job's ``retry_source``) is removed and kept out for good, so a retried
+    job counts once, by its latest attempt, whichever order the events come in.
+    """
     job = event.job
     if event.event_type != "job.finished":
-        return f"{event.event_type} is not job.finished: nothing to remember"
+        return JobRecord(None, f"{event.event_type} is not job.finished: nothing to remember", False)
     if job is None or job.id is None:
         raise InvalidEvent("job.finished carries no job id")
+    if len(job.id) > MAX_ID:
+        raise InvalidEvent(f"job.finished carries a job id of {len(job.id)} characters, not one Buildkite makes")
     raw = _mapping(event.data.get("job"))
-    retry_of = _text(_mapping(raw.get("retry_source")).get("job_id"))  # this attempt retries that one
-    retried_in = _text(raw.get("retried_in_job_id"))  # this attempt was retried (a payload newer than its event)
+    retry_of = _text(_mapping(raw.get("retry_source")).get("job_id"), MAX_ID)  # this attempt retries that one
+    retried_in = _text(
+        raw.get("retried_in_job_id"), MAX_ID
+    )  # this attempt was retried (a payload newer than its event)
     retried = job.retried or retried_in is not None
     failed = is_hard_failure(job)
     name = clean(job.name)[:80] or job.id
     if not (failed or retry_of or retried):
         soft = " (soft failure, not counted)" if job.soft_failed and job.state in FAILED_STATES else ""
-        return f"job {name} {clean(job.state)[:20] or 'finished'}{soft}: nothing to remember"
+        return JobRecord(None, f"job {name} {clean(job.state)[:20] or 'finished'}{soft}: nothing to remember", False)
     key = build_key(event)
     this_id: str = job.id
 
-    def change(record: dict[str, Any]) -> str:
+    def change(record: dict[str, Any], now: dt.datetime) -> str:
         failed_jobs, superseded, notes = record["failed"], record["superseded"], []
         if retry_of and superseded.get(retry_of) != this_id:
             superseded[retry_of] = this_id
-            if failed_jobs.pop(retry_of, None) is not None:
-                notes.append("cleared its earlier attempt")
+            cleared = failed_jobs.pop(retry_of, None) is not None
+            notes.append("cleared its earlier attempt" if cleared else "its earlier attempt will not count")
         if retried and this_id not in superseded:
             superseded[this_id] = retried_in or ""
         if retried or this_id in superseded:
@@ -223,9 +285,10 @@ def remember_job(event: BuildkiteEvent) -> str:
                 notes.append(f"recorded (exit {job.exit_status})" if job.exit_status is not None else "recorded")
         return "; ".join(notes)
 
-    memory, note = _update(key, change)
+    memory, note, changed = _update(key, change)
     what = "failed job" if failed else f"job {clean(job.state)[:20] or 'finished'}"
-    return f"{what} {name}: {note or 'already recorded'} ({len(memory.failed)} failed in the build)"
+    described = f"{what} {name}: {note or 'already recorded'} ({len(memory.failed)} failed in the build)"
+    return JobRecord(memory, described, changed)
 
 
 def affects_failed_jobs(event: BuildkiteEvent) -> bool:
@@ -255,10 +318,12 @@ def recall(build_id: str) -> BuildMemory | None:
     return _memory(build_id, snapshot)
 
 
-def _update(key: str, change: Callable[[dict[str, Any]], str]) -> tuple[BuildMemory, str]:
-    """Apply ``change`` to the build's record (its fields ``failed``, ``superseded``...,
-    mutated in place) and write it only if it changed, conditionally on the document read:
-    when another writer came first, read and apply again."""
+def _update(key: str, change: Callable[[dict[str, Any], dt.datetime], str]) -> tuple[BuildMemory, str, bool]:
+    """Apply ``change`` to the build's record (its maps ``failed``, ``superseded``,
+    ``snapshot`` and ``messages``, changed in place; ``now`` is the read's time on
+    Firestore's clock) and write it only if it changed, conditionally on the document read:
+    when another writer came first, read and apply again. The revision grows when what a
+    message shows changes (jobs, snapshot), not when a message is noted."""
     from google.cloud import firestore
 
     ref = document(BUILD_KIND, key)
@@ -266,24 +331,25 @@ def _update(key: str, change: Callable[[dict[str, Any]], str]) -> tuple[BuildMem
         for _ in range(MAX_CONFLICTS):
             snapshot = ref.get(**call_options())
             held = _memory(key, snapshot) or BuildMemory(key)
-            before = {name: held.data.get(name) or {} for name in RECORD_FIELDS}
+            before = {name: dict(_mapping(held.data.get(name))) for name in RECORD_FIELDS}
             after = copy.deepcopy(before)
-            note = change(after)
+            note = change(after, snapshot.read_time or dt.datetime.now(dt.UTC))
             if after == before:
-                return held, note
-            superseded = after["superseded"]
-            if len(superseded) > MAX_SUPERSEDED:  # drop the oldest entries (insertion order)
-                after["superseded"] = dict(list(superseded.items())[-MAX_SUPERSEDED:])
+                return held, note, False
+            if len(after["superseded"]) > MAX_SUPERSEDED:  # drop the oldest entries (insertion order)
+                after["superseded"] = dict(list(after["superseded"].items())[-MAX_SUPERSEDED:])
+            shown_changed = any(after[name] != before[name] for name in CONTENT_FIELDS)
+            revision = held.revision + 1 if shown_changed else held.revision
             fields = {
-                **after,
+                **_storable(after),
                 "kind": BUILD_KIND,
                 "key": key[:MAX_STORED_KEY],
-                "revision": held.revision + 1,
+                "revision": revision,
                 "updated_at": firestore.SERVER_TIMESTAMP,
                 "expire_at": expire_at(dt.timedelta(days=TTL_DAYS)),
             }
             if _write(ref, snapshot, fields):
-                return BuildMemory.of(key, {**held.data, **fields}), note
+                return BuildMemory.of(key, {**held.data, **fields}), note, True
     raise TransientError("build record kept changing while being updated; will try again")
 
 
@@ -297,12 +363,27 @@ def _memory(key: str, snapshot: Any) -> BuildMemory | None:
     return BuildMemory.of(key, snapshot.to_dict() or {}) if snapshot.exists else None
 
 
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+def _storable(value: Any) -> Any:
+    """``value`` as Firestore takes it: event text may hold lone surrogates (valid JSON, not UTF-8)."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, Mapping):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value
+
+
+def _text(value: Any, limit: int | None = None) -> str | None:
+    return value[:limit] if isinstance(value, str) and value else None
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def _number(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 # -- the branch's standing --------------------------------------------------------------------
@@ -316,7 +397,8 @@ class BranchStanding:
     None for a build that neither passed nor failed); ``previous`` the branch's verdict before
     it (None when unknown); ``streak`` the failures in a row ending with this build (0 when it
     passed) and ``previous_streak`` those before it. ``newest`` is False when a newer build's
-    verdict is held already (this one came late: the streak is not known).
+    verdict is held already (this one came late: the streak is not known); ``finished`` is
+    True once the branch holds this very build's verdict.
     """
 
     verdict: str | None
@@ -325,6 +407,7 @@ class BranchStanding:
     streak: int = 0
     previous_streak: int = 0
     newest: bool = True
+    finished: bool = False  # the branch holds this build's own verdict: it has finished
 
     @property
     def broken(self) -> bool:
@@ -337,16 +420,31 @@ class BranchStanding:
         return self.verdict == "passed" and self.previous == "failed"
 
     @classmethod
-    def of(cls, value: Mapping[str, Any], *, newest: bool = True) -> BranchStanding:
-        previous = value.get("previous") if isinstance(value.get("previous"), Mapping) else None
+    def of(
+        cls, value: Mapping[str, Any], *, newest: bool | None = None, finished: bool | None = None
+    ) -> BranchStanding:
+        """From a branch record's value (``_next_value``), or from ``stored()`` (which also
+        carries ``newest`` and ``finished``; for a branch record, both default to True)."""
+        previous = _mapping(value.get("previous"))
         return cls(
-            verdict=value.get("verdict"),
-            previous=previous.get("verdict") if previous else None,
-            previous_build=previous.get("build") if previous else None,
-            streak=int(value.get("streak") or 0),
-            previous_streak=int(previous.get("streak") or 0) if previous else 0,
-            newest=newest,
+            verdict=_text(value.get("verdict")),
+            previous=_text(previous.get("verdict")),
+            previous_build=_number(previous.get("build")),
+            streak=_number(value.get("streak")) or 0,
+            previous_streak=_number(previous.get("streak")) or 0,
+            newest=value.get("newest") is not False if newest is None else newest,
+            finished=value.get("finished") is not False if finished is None else finished,
         )
+
+    def stored(self) -> dict[str, Any]:
+        previous = {"verdict": self.previous, "build": self.previous_build, "streak": self.previous_streak}
+        return {
+            "verdict": self.verdict,
+            "streak": self.streak,
+            "previous": previous,
+            "newest": self.newest,
+            "finished": self.finished,
+        }
 
 
 def verdict_of(event: BuildkiteEvent) -> str | None:
@@ -377,7 +475,8 @@ def branch_history(event: BuildkiteEvent) -> BranchStanding:
         held = _branches().get(key)
         if held is not None and tuple(held.order[:1]) > (number,):
             return BranchStanding(verdict, streak=1 if verdict == "failed" else 0, newest=False)
-        return BranchStanding.of(value(held), newest=False)
+        finished = held is not None and tuple(held.order[:1]) == (number,)
+        return BranchStanding.of(value(held), newest=False, finished=finished)
     order = (number, at.timestamp() if at else 0.0)
     reservation = _branches().reserve(key, order, value)
     if reservation.verdict == "stale":
@@ -407,3 +506,209 @@ def _next_value(held: Record | None, number: int, verdict: str) -> dict[str, Any
 @cache
 def _branches() -> Records:
     return Records(BRANCH_KIND, ttl_days=TTL_DAYS)
+
+
+# -- the build as last seen, and the chat messages about it -----------------------------------
+
+SNAPSHOT_RANK = {"build.failing": 1, "build.finished": 2}  # a build event's place among the build's own
+POST_LEASE_SECONDS = 90.0  # a poster that vanished longer ago than this is taken over
+MESSAGE_LIMIT = 4000  # of the commit message's first line kept: more than any chat message shows
+_BUILD_FIELDS = (
+    "id", "number", "state", "blocked", "blocked_state", "branch", "tag", "commit", "message", "source",
+    "url", "web_url", "pull_request", "rebuilt_from", "created_at", "scheduled_at", "started_at",
+    "failing_at", "finished_at",
+)  # fmt: skip
+_PIPELINE_FIELDS = ("id", "slug", "name", "url", "web_url", "repository", "default_branch")
+
+
+@dataclass(frozen=True)
+class Message:
+    """A chat message about the build, as its notifier noted it.
+
+    ``posting``: a delivery holds the lease and is posting it; ``unknown``: a post whose answer
+    was lost (it may exist: look for it before posting again); ``posted``: it exists, in
+    ``channel`` (the id the provider returned) at ``ts``, showing revision ``shown``.
+    """
+
+    state: Literal["posting", "unknown", "posted"]
+    channel: str | None = None
+    ts: str | None = None
+    shown: int = 0
+    owner: str | None = None
+    since: dt.datetime | None = None
+    event: str | None = None  # the key hash of the event whose delivery posts (or posted) it
+
+    @classmethod
+    def of(cls, entry: Mapping[str, Any]) -> Message:
+        state = entry.get("state")
+        since = entry.get("since")
+        return cls(
+            state=state if state in ("posting", "unknown", "posted") else "unknown",
+            channel=_text(entry.get("channel")),
+            ts=_text(entry.get("ts")),
+            shown=_number(entry.get("shown")) or 0,
+            owner=_text(entry.get("owner")),
+            since=since if isinstance(since, dt.datetime) else None,
+            event=_text(entry.get("event")),
+        )
+
+    def stored(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def leased(self, now: dt.datetime) -> bool:
+        """Being posted by a delivery whose lease has not run out (on Firestore's clock)."""
+        return (
+            self.state == "posting"
+            and self.since is not None
+            and (now - self.since).total_seconds() < POST_LEASE_SECONDS
+        )
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The right to post the build's one message: ``memory`` is the record to render, and
+    ``lost`` a post whose answer was lost (or whose poster vanished), to look for first."""
+
+    key: str
+    notifier: str
+    owner: str
+    memory: BuildMemory
+    lost: Message | None = None
+
+
+def note_build(
+    event: BuildkiteEvent,
+    standing: BranchStanding,
+    notifier: str,
+    *,
+    post: bool,
+    channel: str | None = None,
+) -> tuple[BuildMemory, Lease | None]:
+    """Keep ``event``'s build as the one a message shows, if it is the newest seen, and take
+    the lease to post when ``post`` is asked and no message exists or is being posted.
+
+    The build is kept only where a message exists or is wanted: a build nobody posts about
+    costs one read. A lease is returned only to the delivery that wrote it; a message being
+    posted for another event will show what was kept here (its poster renders again when the
+    record moved on while it posted, and its event stays unacked until it has). A redelivery
+    of the very event being posted gets ``TransientError``: acking it would ack the message
+    that the first delivery may still fail to post.
+    """
+    key = build_key(event)
+    build = event.build
+    assert build is not None
+    at = build.latest_at
+    order = [at.timestamp() if at else 0.0, SNAPSHOT_RANK.get(event.event_type, 0)]
+    owner = uuid.uuid4().hex
+    taken: list[Message | None] = []
+
+    def change(record: dict[str, Any], now: dt.datetime) -> str:
+        taken.clear()
+        messages, held = record["messages"], record["snapshot"]
+        entry = Message.of(messages[notifier]) if isinstance(messages.get(notifier), Mapping) else None
+        if entry is None and not post:
+            return "no message"
+        if not held or list(held.get("order") or []) < order:
+            record["snapshot"] = {
+                "order": order,
+                "event_type": event.event_type,
+                "data": _snapshot_data(event),
+                "standing": standing.stored(),
+            }
+        if not post or (entry is not None and entry.state == "posted"):
+            return "kept"
+        if entry is not None and entry.leased(now):
+            return "being posted for this event" if entry.event == event.key_hash else "being posted"
+        lost = entry  # a post whose answer was lost, or whose poster vanished: it may exist
+        where = channel or (lost.channel if lost else None)
+        messages[notifier] = Message("posting", where, owner=owner, since=now, event=event.key_hash).stored()
+        taken.append(lost)
+        return "leased"
+
+    memory, note, _ = _update(key, change)
+    if note == "being posted for this event":
+        raise TransientError("another delivery of this event is posting the build's message", retry_after=1.0)
+    if not taken:
+        return memory, None
+    return memory, Lease(key, notifier, owner, memory, taken[0])
+
+
+def record_post(lease: Lease, channel: str, ts: str, shown: int) -> BuildMemory:
+    """The message was posted: note where, and which revision it shows. A message noted by
+    another delivery meanwhile (this lease was taken over) is kept: the caller's is the second."""
+
+    def change(record: dict[str, Any], now: dt.datetime) -> str:
+        entry = record["messages"].get(lease.notifier)
+        if isinstance(entry, Mapping) and entry.get("state") == "posted" and entry.get("ts") != ts:
+            return "another"
+        posted = Message("posted", channel, ts, shown, lease.owner, now, _text(_mapping(entry).get("event")))
+        record["messages"][lease.notifier] = posted.stored()
+        return "noted"
+
+    memory, note, _ = _update(lease.key, change)
+    if note == "another":
+        held = memory.message(lease.notifier)
+        log.warning("build %s: a second message was posted (%s) after %s", lease.key, ts, held.ts if held else "?")
+    return memory
+
+
+def release_post(lease: Lease, *, uncertain: bool) -> None:
+    """The post failed: free the lease. ``uncertain`` (the answer was lost: the message may
+    exist) leaves a note that the next poster looks for it first."""
+
+    def change(record: dict[str, Any], now: dt.datetime) -> str:
+        entry = record["messages"].get(lease.notifier)
+        if not isinstance(entry, Mapping) or entry.get("owner") != lease.owner or entry.get("state") != "posting":
+            return "not ours"
+        if uncertain:
+            record["messages"][lease.notifier] = {**entry, "state": "unknown"}
+        else:
+            del record["messages"][lease.notifier]
+        return "released"
+
+    try:
+        _update(lease.key, change)
+    except Exception as err:  # the lease runs out on its own
+        log.warning("could not release the post lease on build %s: %s", lease.key, type(err).__name__)
+
+
+def mark_shown(key: str, notifier: str, revision: int) -> BuildMemory:
+    """The message now shows ``revision`` (set, not raised: a later update that showed an older
+    revision must be followed by one more)."""
+
+    def change(record: dict[str, Any], now: dt.datetime) -> str:
+        entry = record["messages"].get(notifier)
+        if isinstance(entry, Mapping) and entry.get("state") == "posted":
+            record["messages"][notifier] = {**entry, "shown": revision}
+        return ""
+
+    return _update(key, change)[0]
+
+
+def _snapshot_data(event: BuildkiteEvent) -> dict[str, Any]:
+    """What a message about the build needs of the event: its build and pipeline, trimmed."""
+    build, pipeline = _mapping(event.data.get("build")), _mapping(event.data.get("pipeline"))
+    kept = {name: _plain(build[name]) for name in _BUILD_FIELDS if name in build}
+    if isinstance(kept.get("message"), str):  # a chat message shows the first line
+        title = event.build.message_title if event.build else None
+        kept["message"] = (title or "")[:MESSAGE_LIMIT]
+    for person in ("author", "creator"):
+        value = build.get(person)
+        kept[person] = (
+            {k: _plain(value.get(k)) for k in ("name", "email")} if isinstance(value, Mapping) else _plain(value)
+        )
+    kept["organization"] = event.organization
+    kept["pipeline"] = event.pipeline_slug
+    return {"build": kept, "pipeline": {name: _plain(pipeline[name]) for name in _PIPELINE_FIELDS if name in pipeline}}
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """A field as a message needs it and Firestore takes it: scalars (long text cut) and one
+    level of object; anything else (lists, deeper objects: never in Buildkite's payloads) dropped."""
+    if isinstance(value, str):
+        return value[:MESSAGE_LIMIT]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Mapping) and depth == 0:
+        return {str(k)[:100]: _plain(v, 1) for k, v in list(value.items())[:20]}
+    return None

@@ -453,14 +453,14 @@ class BuildkiteEvent:
             parts = ["agent", agent.get("id") or agent.get("name"), agent.get("connection_state")]
             parts += [agent.get(k) for k in ("connected_at", "disconnected_at", "lost_at", "stopped_at")]
         elif build.get("id") or build.get("number"):
-            identity = build.get("id") or f"{self.pipeline_slug}#{build.get('number')}"
+            identity = _scalar(build.get("id")) or f"{self.pipeline_slug}#{_scalar(build.get('number'))}"
             # blocked as a bool and no failing_at: mcncl/buildkite-pubsub drops both, and the same
             # event must get the same key whichever publisher carried it.
             parts = ["build", identity, build.get("state"), _bool(build.get("blocked"))]
             parts += [build.get(k) for k in ("started_at", "finished_at")]
         else:  # ping, cluster_token.*, future events: the body itself is the identity
             parts = ["body", _body_digest(data, self.payload)]
-        return "|".join([self.event_type, *("" if p is None else str(p) for p in parts)])
+        return _wire("|".join([self.event_type, *(_scalar(p) or "" for p in parts)]))
 
     @cached_property
     def key_hash(self) -> str:
@@ -482,11 +482,33 @@ class BuildkiteEvent:
         return {k: v for k, v in fields.items() if v is not None}
 
 
+def _scalar(value: Any) -> str | None:
+    """A key part: only scalars count. An object where Buildkite sends a scalar (hostile input)
+    would be keyed by its repr, which need not survive the trip through the topic."""
+    return str(value) if isinstance(value, str | int | float) else None
+
+
+def _wire(text: str) -> str:
+    """``text`` as it reads after a trip through the topic: lone surrogates (valid JSON escapes,
+    invalid UTF-8) become U+FFFD, so an event keeps its key whichever way it arrived."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _wired(value: Any) -> Any:
+    if isinstance(value, str):
+        return _wire(value)
+    if isinstance(value, dict):
+        return {_wire(k) if isinstance(k, str) else k: _wired(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_wired(v) for v in value]
+    return value
+
+
 def _body_digest(data: Mapping[str, Any], payload: bytes) -> str:
     """Hash of the body however it arrived (our message adds only ``event_type``)."""
     body = {k: v for k, v in data.items() if k != "event_type"}
     try:
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+        canonical = json.dumps(_wired(body), sort_keys=True, separators=(",", ":"), default=str)
     except (RecursionError, ValueError):  # nesting json.loads accepts but dumps cannot redo
         return hashlib.sha256(payload).hexdigest()
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()

@@ -23,7 +23,7 @@ def build_message_data(
     # The verified event name wins over any "event_type" key the body may carry.
     data: dict[str, Any] = {"event_type": event_type, **{k: v for k, v in body.items() if k != "event_type"}}
     build = body.get("build")
-    if isinstance(build, Mapping):
+    if isinstance(build, Mapping) and (build.get("id") or build.get("number")):  # a build, not a husk
         build = dict(build)
         # Webhook builds carry no nested pipeline; if a future one does, keep it at the top.
         nested = build.get("pipeline")

@@ -27,6 +27,17 @@ def clean(value: str | None) -> str:
     return _SPACES.sub(" ", _INVISIBLE.sub("", _CONTROLS.sub(" ", value))).strip()
 
 
+def ordinal(number: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st..."""
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
+
+
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """ "1 failure", "2 failures", "3 retries" (``many`` when adding an s will not do)."""
+    return f"{count} {one if count == 1 else (many or one + 's')}"
+
+
 def units(text: str) -> int:
     """Length in UTF-16 code units (what a JavaScript length would say)."""
     return len(text.encode("utf-16-le", "surrogatepass")) // 2

@@ -187,8 +187,9 @@ def render_card(card: dict[str, Any]) -> list[str]:
         if kind == "TextBlock":
             rows.append(_unescape(str(element.get("text", ""))))
         elif kind == "RichTextBlock":
-            runs_ = [i if isinstance(i, str) else str(i.get("text", "")) for i in element.get("inlines", [])]
-            rows.append("“" + "".join(runs_) + "”")
+            runs_ = [i if isinstance(i, str) else _run(i) for i in element.get("inlines", [])]
+            linked = any(isinstance(i, dict) and "selectAction" in i for i in element.get("inlines", []))
+            rows.append("".join(runs_) if linked else "“" + "".join(runs_) + "”")
         elif kind == "FactSet":
             facts = element.get("facts") or []
             rows.append(" | ".join(f"{_unescape(f['title'])}: {_unescape(f['value'])}" for f in facts))
@@ -196,6 +197,13 @@ def render_card(card: dict[str, Any]) -> list[str]:
         if action.get("type") == "Action.OpenUrl":
             rows.append(f"[{action.get('title', '')}] {action.get('url', '')}")
     return [row if len(row) <= 240 else row[:239] + "…" for row in rows]
+
+
+def _run(inline: dict[str, Any]) -> str:
+    """A TextRun's text, and where it leads when it opens a URL."""
+    text = str(inline.get("text", ""))
+    action = inline.get("selectAction")
+    return f"{text} <{action.get('url', '')}>" if isinstance(action, dict) else text
 
 
 def _unescape(text: str) -> str:
