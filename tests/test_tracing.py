@@ -512,3 +512,89 @@ def test_logger_records_also_carry_the_trace(lines: Any) -> None:
     with tracing.start("fn", parse_traceparent(PARENT), project="proj"):
         logger.info("through logging")
     assert lines()[0][TRACE_FIELD] == f"projects/proj/traces/{TRACE}"
+
+
+def test_an_instances_first_requests_arriving_together_all_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spans_file = tmp_path / "traces.jsonl"
+    monkeypatch.setenv("TRACE_EXPORTER", "file")
+    monkeypatch.setenv("TRACE_FILE", str(spans_file))
+    together = threading.Barrier(8)
+
+    def request() -> None:
+        together.wait()
+        with tracing.start("fn", None), tracing.span("call"):
+            pass
+
+    threads = [threading.Thread(target=request) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(_spans(spans_file)) == 16
+
+
+# --- on the message --------------------------------------------------------------------------
+
+
+def test_the_trace_attribute_changes_no_filters_verdict_and_stays_within_pubsubs_limits() -> None:
+    from buildkite_events.filters import parse_filter
+    from buildkite_events.message import message_attributes, to_message
+    from buildkite_events.parse import parse_delivery
+    from tests.support import PAYLOADS
+    from tools.manifests import all_manifests
+
+    filters = {name: parse_filter(m.filter) for name, m in all_manifests().items() if m.is_pubsub}
+    for path in sorted(PAYLOADS.glob("*.json")):
+        body = json.loads(path.read_bytes())
+        _, plain = to_message(body, body["event"])
+        _, traced = to_message(body, body["event"], traceparent=PARENT)
+        assert traced == {**plain, TRACEPARENT_ATTRIBUTE: PARENT}
+        assert TRACEPARENT_ATTRIBUTE not in message_attributes(parse_delivery(body))  # derived ones: filters only
+        assert all(value for value in traced.values())  # empty attributes still omitted
+        assert len(traced) <= 100 and all(len(k.encode()) <= 256 for k in traced)  # Pub/Sub's attribute limits
+        for name, accepts in filters.items():
+            assert accepts.matches(traced) == accepts.matches(plain), (name, path.name)
+    _, untraced = to_message({"event": "ping"}, "ping", traceparent=None)
+    assert TRACEPARENT_ATTRIBUTE not in untraced
+
+
+# --- deploying with an exporter -----------------------------------------------------------------
+
+
+def test_bundles_carry_opentelemetry_only_for_the_exporter_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tools.manifests import manifest
+    from tools.ops import deploy
+
+    ingress = manifest("ingress")
+    assert not [r for r in deploy.shared_requirements(ingress) if "opentelemetry" in r]
+    gcp = deploy.shared_requirements(ingress, "gcp")
+    assert any(r.startswith("opentelemetry-exporter-gcp-trace") for r in gcp)
+    assert any(r.startswith("opentelemetry-sdk") for r in gcp)
+    otlp = deploy.shared_requirements(ingress, "otlp")
+    assert any(r.startswith("opentelemetry-exporter-otlp-proto-http") for r in otlp)
+
+    values = {"project": "acme-ci", "region": "us-central1", "topic": "buildkite-events"}
+    monkeypatch.delenv("TRACE_EXPORTER", raising=False)
+    assert "TRACE_EXPORTER" not in " ".join(deploy.deploy_command("ingress", values))
+    monkeypatch.setenv("TRACE_EXPORTER", "gcp")
+    assert any("|TRACE_EXPORTER=gcp" in arg for arg in deploy.deploy_command("ingress", values))
+    monkeypatch.setenv("TRACE_EXPORTER", "otlp")
+    with pytest.raises(SystemExit, match="OTEL_EXPORTER_OTLP_ENDPOINT"):
+        deploy.deploy_command("ingress", values)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.internal:4318")
+    (env,) = [arg for arg in deploy.deploy_command("ingress", values) if arg.startswith("--set-env-vars=")]
+    assert "|OTEL_EXPORTER_OTLP_ENDPOINT=http://collector.internal:4318|" in env and "TRACE_EXPORTER=otlp" in env
+    monkeypatch.setenv("TRACE_EXPORTER", "file")  # local only: not something to deploy
+    with pytest.raises(SystemExit, match="trace_exporter"):
+        deploy.trace_exporter()
+
+
+def test_terraform_and_make_deploy_know_the_same_exporters() -> None:
+    from tools.ops import deploy
+
+    variables = (ROOT / "terraform" / "variables.tf").read_text()
+    block = variables[variables.index('variable "trace_exporter"') :]
+    assert f"contains({json.dumps(list(deploy.TRACE_EXPORTERS), separators=(', ', ':'))}, var.trace_exporter)" in block
+    assert set(deploy.TRACE_EXPORTERS) < set(tracing.EXPORTERS)

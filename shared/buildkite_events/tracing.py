@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -203,17 +204,21 @@ def _span_id() -> str:
 class _State:
     settings: tuple[str, str] = ("none", "")
     otel: _Otel | None = None  # while settings name an exporter that could be set up
+    lock = threading.Lock()  # the first requests of an instance may arrive together
 
 
 def _exporting(service: str) -> bool:
     """Whether spans are exported; (re)configured when TRACE_EXPORTER or TRACE_FILE changed."""
     settings = (os.environ.get("TRACE_EXPORTER", "none").strip().lower() or "none", os.environ.get("TRACE_FILE", ""))
     if settings != _State.settings:
-        if _State.otel is not None:
-            _State.otel.shutdown()
-        _State.settings, _State.otel = settings, None
-        if settings[0] != "none":
-            _State.otel = _setup(*settings, service=os.environ.get("K_SERVICE") or service)
+        with _State.lock:
+            if settings != _State.settings:
+                if _State.otel is not None:
+                    _State.otel.shutdown()
+                    _State.otel = None
+                if settings[0] != "none":
+                    _State.otel = _setup(*settings, service=os.environ.get("K_SERVICE") or service)
+                _State.settings = settings
     return _State.otel is not None
 
 
