@@ -1,7 +1,7 @@
 """Structured JSON logs, one line per record, in the shape Cloud Logging understands.
 
-``severity`` and ``message`` are Cloud Logging's special fields. Context (function, event
-identifiers, and the trace fields an open ``tracing`` span sets) is set per delivery with
+``severity`` and ``message`` are Cloud Logging's special fields; the open ``tracing`` span
+puts the line in its trace. Context (function, event identifiers) is set per delivery with
 ``log_context`` and added to every line. Known secret values are redacted.
 """
 
@@ -23,6 +23,10 @@ from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
     "buildkite_fanout_log", default=MappingProxyType({})
 )
+# The open span's trace fields (set by ``tracing``), kept apart from the context: one set per span.
+trace_fields: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "buildkite_fanout_trace", default=MappingProxyType({})
+)
 _secrets: list[str] = []
 _base64_secrets: list[str] = []  # see register_secrets
 REDACTED = "[REDACTED]"
@@ -38,6 +42,7 @@ def _line(severity: str, message: str, created: float, fields: Mapping[str, Any]
         "message": message,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z",
     }
+    entry.update(trace_fields.get())
     entry.update(_context.get())
     if fields:
         entry.update(fields)

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import threading
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from .log import log, log_context, redact
+from .log import log, redact, trace_fields
 
 TRACEPARENT_ATTRIBUTE = "googclient_traceparent"
 EXPORTERS = ("none", "gcp", "otlp", "file")
@@ -47,8 +47,7 @@ _CLOUD_TRACE = re.compile(r"([0-9a-fA-F]{32})/([0-9]{1,20})(?:;o=([0-9]{1,2}))?"
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 
-@dataclass(frozen=True, slots=True)
-class TraceContext:
+class TraceContext(NamedTuple):
     """A position in a trace: lower-case hex ids, as W3C ``traceparent`` writes them."""
 
     trace_id: str  # 32 hex digits, not all zero
@@ -117,32 +116,33 @@ class Span:
         self._root, self._parent, self._project = root, parent, project
         self._otel: Any = None
         self._token: Token[Span | None] | None = None
-        self._log = log_context()
+        self._log: Token[Mapping[str, Any]]
         self.context = TraceContext(_ZERO_TRACE, _ZERO_SPAN)  # set on entry
 
     def __enter__(self) -> Span:
         outer = None if self._root else _current.get()
-        if outer is None and not self._root:  # no trace yet: this span starts one
+        if outer is None:  # no trace yet: this span starts one
             self._root = True
-        exporting = _exporting(self.name) if self._root else (outer._otel is not None if outer else False)
-        if exporting:
+        if outer._otel is not None if outer is not None else _exporting(self.name):
             assert _State.otel is not None
             self._otel = _State.otel.begin(self.name, self.kind, self._parent, outer._otel if outer else None)
             ids = self._otel.get_span_context()
             self.context = TraceContext(f"{ids.trace_id:032x}", f"{ids.span_id:016x}", ids.trace_flags.sampled)
+        elif (base := outer.context if outer is not None else self._parent) is not None:
+            self.context = TraceContext(base.trace_id, _random_id(64), base.sampled)
         else:
-            base = outer.context if outer else self._parent
-            trace_id = base.trace_id if base else os.urandom(16).hex()
-            self.context = TraceContext(trace_id, _span_id(), base.sampled if base else False)
-        self._project = self._project or (outer._project if outer else os.environ.get("GOOGLE_CLOUD_PROJECT"))
+            self.context = TraceContext(_random_id(128), _random_id(64))
+        if outer is not None:
+            self._project = outer._project
+        elif self._project is None:
+            self._project = os.environ.get("GOOGLE_CLOUD_PROJECT")
         self._token = _current.set(self)
-        self._log = log_context(**self.log_fields())
-        self._log.__enter__()
+        self._log = trace_fields.set(self.log_fields())
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        self._log.__exit__()
         if self._token is not None:
+            trace_fields.reset(self._log)
             _current.reset(self._token)
         if self._otel is None:
             return
@@ -192,10 +192,11 @@ def current() -> TraceContext | None:
     return open_span.context if open_span else None
 
 
-def _span_id() -> str:
-    while (value := os.urandom(8).hex()) == _ZERO_SPAN:  # pragma: no cover - one chance in 2**64
+def _random_id(bits: int) -> str:
+    """A trace (128 bits) or span (64 bits) id, never all zero; as OpenTelemetry's own: random, not secret."""
+    while not (value := random.getrandbits(bits)):  # pragma: no cover - one chance in 2**64
         pass
-    return value
+    return f"{value:0{bits // 4}x}"
 
 
 # --- export (OpenTelemetry, imported only here and only when TRACE_EXPORTER asks for it) -----
