@@ -61,10 +61,7 @@ class TraceContext(NamedTuple):
 
 def parse_traceparent(value: object) -> TraceContext | None:
     """A W3C ``traceparent`` value, or None for anything invalid (which then starts a new trace)."""
-    if not isinstance(value, str) or len(value) > MAX_HEADER_LENGTH:
-        return None
-    match = _TRACEPARENT.fullmatch(value.strip())
-    if match is None:
+    if (match := _match(_TRACEPARENT, value)) is None:
         return None
     version, trace_id, span_id, flags, rest = match.groups()
     if version == "ff" or (version == "00" and rest) or trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
@@ -74,15 +71,18 @@ def parse_traceparent(value: object) -> TraceContext | None:
 
 def parse_cloud_trace_context(value: object) -> TraceContext | None:
     """Google's ``X-Cloud-Trace-Context: TRACE_ID/SPAN_ID;o=1``, or None for anything invalid."""
-    if not isinstance(value, str) or len(value) > MAX_HEADER_LENGTH:
-        return None
-    match = _CLOUD_TRACE.fullmatch(value.strip())
-    if match is None:
+    if (match := _match(_CLOUD_TRACE, value)) is None:
         return None
     trace_id, span, options = match.group(1).lower(), int(match.group(2)), match.group(3)
     if trace_id == _ZERO_TRACE or not 0 < span < 2**64:
         return None
     return TraceContext(trace_id, f"{span:016x}", options is not None and int(options) & 1 == 1)
+
+
+def _match(pattern: re.Pattern[str], value: object) -> re.Match[str] | None:
+    if not isinstance(value, str) or len(value) > MAX_HEADER_LENGTH:
+        return None
+    return pattern.fullmatch(value.strip())
 
 
 def from_headers(headers: Any) -> TraceContext | None:

@@ -690,23 +690,3 @@ run "otlp_export_points_every_function_at_the_collector" {
     error_message = "Only Cloud Trace export grants Cloud Trace's agent role."
   }
 }
-
-run "otlp_export_without_an_endpoint" {
-  command = plan
-
-  variables {
-    trace_exporter = "otlp"
-  }
-
-  expect_failures = [var.trace_otlp_endpoint]
-}
-
-run "an_unknown_trace_exporter" {
-  command = plan
-
-  variables {
-    trace_exporter = "jaeger"
-  }
-
-  expect_failures = [var.trace_exporter]
-}
