@@ -42,7 +42,7 @@ chromium: ## Install Debian's chromium (for the report page's rendering test) if
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(CHROMIUM_PACKAGES); }
 
-demo: venv ## The main job: the whole fan-out on local emulators, sample webhooks in, a report out
+demo: venv ## The main job: the whole fan-out on local emulators, sample webhooks in, a report and a timeline per webhook out
 	$(PY) -m tools.local.stack demo
 
 run-local: venv ## Keep the local stack up and print how to send it a webhook

@@ -60,7 +60,7 @@ resource "google_cloudfunctions2_function" "function" {
     ingress_settings = each.value.trigger == "http" ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY"
 
     # Cloud Functions sets LOG_EXECUTION_ID itself; declaring it avoids a permanent diff.
-    environment_variables = merge({ LOG_EXECUTION_ID = "true" }, each.value.env)
+    environment_variables = merge({ LOG_EXECUTION_ID = "true" }, each.value.env, local.trace_env)
 
     dynamic "secret_environment_variables" {
       for_each = merge(each.value.secrets, {

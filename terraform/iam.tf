@@ -1,6 +1,7 @@
 # Service accounts and the roles they hold. Each function runs as its own account with only
-# the roles its manifest lists, plus two it always needs: access to its own secrets, and
-# Firestore when its manifest declares state. Builds run as one build account.
+# the roles its manifest lists, plus those it always needs: access to its own secrets,
+# Firestore when its manifest declares state, and Cloud Trace's agent role when
+# var.trace_exporter is "gcp". Builds run as one build account.
 
 locals {
   # "<function> <target> <role>" -> binding, for targets other than the function's secrets.
@@ -8,6 +9,7 @@ locals {
     for name, fn in local.functions : merge(
       { for b in fn.iam : "${name} ${b.scope} ${b.role}" => { function = name, scope = b.scope, role = b.role } if b.scope != "own_secrets" },
       { for role in fn.firestore ? ["roles/datastore.user"] : [] : "${name} firestore ${role}" => { function = name, scope = "firestore", role = role } },
+      { for role in var.trace_exporter == "gcp" ? ["roles/cloudtrace.agent"] : [] : "${name} project ${role}" => { function = name, scope = "project", role = role } },
     )
   ]...)
 

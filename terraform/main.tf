@@ -105,7 +105,7 @@ locals {
   # The Pub/Sub service agent pushes, signs OIDC tokens and dead-letters on our behalf.
   pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
 
-  apis = toset([
+  apis = setunion(var.trace_exporter == "gcp" ? ["cloudtrace.googleapis.com"] : [], [
     "artifactregistry.googleapis.com",
     "bigquery.googleapis.com",
     "cloudbuild.googleapis.com",
@@ -119,6 +119,12 @@ locals {
     "secretmanager.googleapis.com",
     "storage.googleapis.com",
   ])
+
+  # What every function gets for var.trace_exporter (buildkite_events.tracing reads it).
+  trace_env = merge(
+    var.trace_exporter == "none" ? {} : { TRACE_EXPORTER = var.trace_exporter },
+    var.trace_exporter == "otlp" ? { OTEL_EXPORTER_OTLP_ENDPOINT = var.trace_otlp_endpoint } : {},
+  )
 }
 
 data "google_project" "this" {

@@ -98,6 +98,7 @@ output "deploy_settings" {
     bigquery_dataset = var.bigquery_dataset_id
     public_ingress   = var.public_ingress
     state_collection = var.idempotency_collection
+    trace_exporter   = var.trace_exporter
     labels           = local.labels
   }
 }

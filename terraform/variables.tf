@@ -168,6 +168,28 @@ variable "public_ingress" {
   }
 }
 
+variable "trace_exporter" {
+  description = "Where every function sends its spans (README \"Tracing one event\"): \"none\" (log lines still carry each event's trace), \"gcp\" (Cloud Trace: enables the API and grants each function's account roles/cloudtrace.agent) or \"otlp\" (an OpenTelemetry collector at trace_otlp_endpoint). Bundles must carry the exporter: build them with TRACE_EXPORTER set the same (`TRACE_EXPORTER=gcp make package`), and `make deploy-<name>` must use the same (TRACE_EXPORTER)."
+  type        = string
+  default     = "none"
+
+  validation {
+    condition     = contains(["none", "gcp", "otlp"], var.trace_exporter)
+    error_message = "trace_exporter must be \"none\", \"gcp\" or \"otlp\"."
+  }
+}
+
+variable "trace_otlp_endpoint" {
+  description = "With trace_exporter = \"otlp\": the collector's OTLP/HTTP base URL (OTEL_EXPORTER_OTLP_ENDPOINT), such as http://otel-collector.internal:4318; spans go to <url>/v1/traces."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.trace_exporter != "otlp" || can(regex("^https?://[^/\\s]+", var.trace_otlp_endpoint))
+    error_message = "trace_exporter = \"otlp\" needs trace_otlp_endpoint, the collector's http:// or https:// URL."
+  }
+}
+
 variable "iam_propagation_wait" {
   description = "How long to wait after granting roles before building and starting functions that need them (a duration such as 60s or 2m). IAM changes take up to a few minutes to reach every service."
   type        = string

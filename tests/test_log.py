@@ -1,4 +1,4 @@
-"""Structured JSON logs: shape, context, trace, redaction."""
+"""Structured JSON logs: shape, context, redaction (trace fields: test_tracing.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ from buildkite_events.log import (
     logger,
     redact,
     register_secrets,
-    trace_field,
 )
 from tests.support import log_lines
 
@@ -144,63 +143,6 @@ def test_exception_is_summarised(lines: Any) -> None:
     line = lines()[0]
     assert line["severity"] == "ERROR"
     assert line["error"] == "ValueError: bad value 42"
-
-
-# --- trace ------------------------------------------------------------------------------------
-
-LEGACY_ID = "105445aa7843bc8bf206b12000100000"
-W3C_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
-
-
-@pytest.mark.parametrize(
-    ("headers", "project", "expected"),
-    [
-        ({"X-Cloud-Trace-Context": f"{LEGACY_ID}/1;o=1"}, "proj", f"projects/proj/traces/{LEGACY_ID}"),
-        ({"X-Cloud-Trace-Context": LEGACY_ID}, "proj", f"projects/proj/traces/{LEGACY_ID}"),
-        ({"traceparent": f"00-{W3C_ID}-00f067aa0ba902b7-01"}, "proj", f"projects/proj/traces/{W3C_ID}"),
-        ({"traceparent": f"00-{W3C_ID}-00f067aa0ba902b7-01"}, None, W3C_ID),
-        (
-            {"X-Cloud-Trace-Context": f"{LEGACY_ID}/1", "traceparent": f"00-{W3C_ID}-00f067aa0ba902b7-01"},
-            "p",
-            f"projects/p/traces/{LEGACY_ID}",
-        ),
-    ],
-)
-def test_trace_field(headers: dict[str, str], project: str | None, expected: str) -> None:
-    assert trace_field(headers, project) == {"logging.googleapis.com/trace": expected}
-
-
-@pytest.mark.parametrize(
-    "headers",
-    [
-        None,
-        {},
-        {"X-Cloud-Trace-Context": ""},
-        {"X-Cloud-Trace-Context": "/1;o=1"},
-        {"X-Cloud-Trace-Context": "not-hex!/1"},
-        {"X-Cloud-Trace-Context": "a" * 65 + "/1"},
-        {"X-Cloud-Trace-Context": '"},"severity":"EMERGENCY'},
-        {"traceparent": "garbage"},
-        {"traceparent": f"00-{W3C_ID}-00f067aa0ba902b7"},
-        {"traceparent": "00--00f067aa0ba902b7-01"},
-        {"traceparent": "00-a b-c-01"},
-    ],
-)
-def test_bad_trace_headers_give_no_trace(headers: dict[str, str] | None) -> None:
-    assert trace_field(headers, "proj") == {}
-
-
-def test_trace_from_werkzeug_headers_is_case_insensitive() -> None:
-    from werkzeug.datastructures import Headers
-
-    headers = Headers([("x-cloud-trace-context", f"{LEGACY_ID}/1;o=1")])
-    assert trace_field(headers, "proj") == {"logging.googleapis.com/trace": f"projects/proj/traces/{LEGACY_ID}"}
-
-
-def test_trace_lands_on_log_lines(lines: Any) -> None:
-    with log_context(**trace_field({"traceparent": f"00-{W3C_ID}-00f067aa0ba902b7-01"}, "proj")):
-        log(logging.INFO, "traced")
-    assert lines()[0]["logging.googleapis.com/trace"] == f"projects/proj/traces/{W3C_ID}"
 
 
 # --- redaction --------------------------------------------------------------------------------

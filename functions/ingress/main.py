@@ -7,17 +7,20 @@ import logging
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import flask
 import functions_framework
 
+from buildkite_events import tracing
 from buildkite_events.config import env, load_config
 from buildkite_events.errors import ConfigError, FanoutError
-from buildkite_events.log import configure_logging, log, log_context, redact, register_secrets, trace_field
+from buildkite_events.event import BuildkiteEvent
+from buildkite_events.log import configure_logging, log, log_context, redact, register_secrets
 from buildkite_events.message import to_message
 from buildkite_events.parse import load_json
 from buildkite_events.publisher import Publisher
-from buildkite_events.signature import AuthenticationFailed, authenticate
+from buildkite_events.signature import Authenticated, AuthenticationFailed, authenticate
 
 ANSWER_MARGIN_SECONDS = 5  # of the function timeout, kept after the publish deadline to answer
 
@@ -64,13 +67,19 @@ def _setup() -> tuple[Config, Publisher]:
 
 @functions_framework.http
 def receive_webhook(request: flask.Request) -> flask.Response:
-    try:
-        config, publisher = _setup()
-    except ConfigError as err:
-        log(logging.ERROR, f"ingress misconfigured: {err}", outcome="config_error")
-        return _answer(503, "the webhook receiver is not configured")
-    with log_context(function="ingress", **trace_field(request.headers, config.project)):
-        return _receive(request, config, publisher)
+    # The caller's trace (on Cloud Run, the request's), or a new one: the event's trace from here on.
+    with log_context(function="ingress"), tracing.start("ingress", tracing.from_headers(request.headers)) as span:
+        try:
+            config, publisher = _setup()
+        except ConfigError as err:
+            log(logging.ERROR, f"ingress misconfigured: {err}", outcome="config_error")
+            response = _answer(503, "the webhook receiver is not configured")
+        else:
+            response = _receive(request, config, publisher)
+        span.set("http.response.status_code", response.status_code)
+        if response.status_code >= 500:
+            span.fail(f"answered {response.status_code}")
+        return response
 
 
 def _receive(request: flask.Request, config: Config, publisher: Publisher) -> flask.Response:
@@ -82,19 +91,22 @@ def _receive(request: flask.Request, config: Config, publisher: Publisher) -> fl
     if len(body) > config.max_body_bytes:
         return _answer(413, f"body larger than {config.max_body_bytes} bytes")
 
-    try:
-        auth = authenticate(
-            body,
-            token_header=request.headers.get("X-Buildkite-Token"),
-            signature_header=request.headers.get("X-Buildkite-Signature"),
-            token=config.token,
-            previous_token=config.previous_token or None,
-            require_signature=config.require_signature,
-            tolerance_seconds=config.tolerance_seconds,
-        )
-    except AuthenticationFailed as err:
-        log(logging.WARNING, f"rejected webhook: {err}", outcome="unauthorized")
-        return _answer(401, "invalid or missing Buildkite token or signature")
+    with tracing.span("verify") as verify:
+        try:
+            auth = authenticate(
+                body,
+                token_header=request.headers.get("X-Buildkite-Token"),
+                signature_header=request.headers.get("X-Buildkite-Signature"),
+                token=config.token,
+                previous_token=config.previous_token or None,
+                require_signature=config.require_signature,
+                tolerance_seconds=config.tolerance_seconds,
+            )
+        except AuthenticationFailed as err:
+            verify.fail(str(err))
+            log(logging.WARNING, f"rejected webhook: {err}", outcome="unauthorized")
+            return _answer(401, "invalid or missing Buildkite token or signature")
+        verify.set("buildkite.auth", f"{auth.method} ({auth.token})")
 
     try:
         payload = load_json(body.decode("utf-8"))
@@ -113,23 +125,30 @@ def _receive(request: flask.Request, config: Config, publisher: Publisher) -> fl
     if header_event is not None and header_event != event_type:
         return _answer(400, "X-Buildkite-Event header and body 'event' disagree")
 
-    data, attributes = to_message(payload, event_type)
-    try:
-        message_id = publisher.publish(data, attributes)
-    except Exception as err:  # whatever failed, Buildkite gets the documented answer
-        reason = str(err) if isinstance(err, FanoutError) else f"unexpected {type(err).__name__}: {redact(str(err))}"
-        log(logging.ERROR, f"publish failed: {reason[:500]}", outcome="publish_failed", event_type=event_type)
-        return _answer(503, "could not queue the event; it was not accepted")
-    log(
-        logging.INFO,
-        "published",
-        outcome="published",
-        event_type=event_type,
-        auth=auth.method,
-        auth_token=auth.token,
-        message_id=message_id,
-        **_ids(attributes),
-    )
+    event_key = BuildkiteEvent(event_type=event_type, data=payload).key_hash  # the key every function logs
+    with log_context(event_key=event_key):
+        return _publish(publisher, payload, event_type, event_key, auth)
+
+
+def _publish(
+    publisher: Publisher, payload: dict[str, Any], event_type: str, event_key: str, auth: Authenticated
+) -> flask.Response:
+    with tracing.span("publish", kind="producer") as span:
+        # As with Google's Pub/Sub clients, the publish span is the parent the message carries.
+        data, attributes = to_message(payload, event_type, traceparent=span.context.traceparent)
+        for key, value in {"event_key": event_key, "event_type": event_type, **_ids(attributes)}.items():
+            span.set(f"buildkite.{key}", value)
+        try:
+            message_id = publisher.publish(data, attributes)
+        except Exception as err:  # whatever failed, Buildkite gets the documented answer
+            unexpected = f"unexpected {type(err).__name__}: {redact(str(err))}"
+            reason = str(err) if isinstance(err, FanoutError) else unexpected
+            span.fail(reason)
+            log(logging.ERROR, f"publish failed: {reason[:500]}", outcome="publish_failed", event_type=event_type)
+            return _answer(503, "could not queue the event; it was not accepted")
+        span.set("messaging.message.id", message_id)
+    fields = {"auth": auth.method, "auth_token": auth.token, "message_id": message_id, **_ids(attributes)}
+    log(logging.INFO, "published", outcome="published", event_type=event_type, **fields)
     return _answer(200, None, message_id=message_id)
 
 

@@ -15,6 +15,7 @@ import pytest
 from buildkite_events.message import MAX_ATTRIBUTE_BYTES
 from buildkite_events.parse import parse_delivery
 from buildkite_events.signature import sign
+from buildkite_events.tracing import SPAN_FIELD, TRACE_FIELD, TRACEPARENT_ATTRIBUTE, TraceContext, parse_traceparent
 from tests.support import FIXTURES, ROOT, load_function, log_lines, payload, payload_bytes, payload_names
 from tools.local.faultproxy import FaultProxy
 from tools.local.standin import Reply, StandIn
@@ -92,7 +93,9 @@ def _post(client: Any, body: bytes, headers: dict[str, str], event: str | None =
 
 
 @pytest.mark.parametrize("name", payload_names())
-def test_every_fixture_arrives_on_the_topic_with_its_attributes(client: Any, topic: tuple[str, str], name: str) -> None:
+def test_every_fixture_arrives_on_the_topic_with_its_attributes(
+    client: Any, topic: tuple[str, str], name: str, capsys: Any
+) -> None:
     body = payload_bytes(name)
     sent = json.loads(body)
     response = _post(client, body, _signed(body), sent["event"])
@@ -121,7 +124,9 @@ def test_every_fixture_arrives_on_the_topic_with_its_attributes(client: Any, top
         assert attributes["blocked"] == str(sent["build"]["blocked"]).lower()
     if sent["event"].startswith("job."):
         assert (attributes["job_state"], attributes["job_type"]) == (sent["job"]["state"], sent["job"]["type"])
-    assert parse_delivery({"message": {"data": base64.b64encode(message.data).decode(), "messageId": "1"}}).key
+    delivered = parse_delivery({"message": {"data": base64.b64encode(message.data).decode(), "messageId": "1"}})
+    (published,) = [line for line in log_lines(capsys.readouterr().out) if line.get("outcome") == "published"]
+    assert published["event_key"] == delivered.key_hash  # the ingress's lines and every function's share one key
 
 
 def test_plain_token_is_accepted(client: Any, topic: tuple[str, str]) -> None:
@@ -589,3 +594,99 @@ def test_a_token_refresh_that_fails_is_the_documented_503(
         monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", _credentials_file(tmp_path, f"{token_server.url}/token"))
         assert "could not refresh the Google access token" in _publish_failed(production, capsys)
         assert token_server.recorded("/token")  # it did try
+
+
+# --- one trace per event ----------------------------------------------------------------------
+
+TRACE, SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+
+def _message_trace(message: Any) -> TraceContext:
+    trace = parse_traceparent(message.attributes[TRACEPARENT_ATTRIBUTE])
+    assert trace is not None, message.attributes
+    return trace
+
+
+@pytest.mark.parametrize(
+    ("header", "sampled"),
+    [
+        ({"traceparent": f"00-{TRACE}-{SPAN}-01"}, True),
+        ({"traceparent": f"00-{TRACE}-{SPAN}-00"}, False),
+        ({"X-Cloud-Trace-Context": f"{TRACE}/{int(SPAN, 16)};o=1"}, True),
+    ],
+)
+def test_the_callers_trace_goes_on_the_message_and_every_line(
+    client: Any, topic: tuple[str, str], capsys: Any, gcp_project: str, header: dict[str, str], sampled: bool
+) -> None:
+    body = payload_bytes("build.finished.failed")
+    capsys.readouterr()
+    assert _post(client, body, {**_signed(body), **header}, "build.finished").status_code == 200
+    (message,) = _pull(topic[1])
+    trace = _message_trace(message)
+    assert (trace.trace_id, trace.sampled) == (TRACE, sampled)
+    assert trace.span_id != SPAN  # the ingress's own publish span is the message's parent
+    lines = log_lines(capsys.readouterr().out)
+    assert lines and all(line[TRACE_FIELD] == f"projects/{gcp_project}/traces/{TRACE}" for line in lines)
+    (published,) = [line for line in lines if line.get("outcome") == "published"]
+    assert len(published["event_key"]) == 16 and len(published[SPAN_FIELD]) == 16
+    assert (published.get("logging.googleapis.com/trace_sampled") is True) is sampled
+
+
+def test_without_a_trace_header_the_ingress_starts_the_events_trace(
+    client: Any, topic: tuple[str, str], capsys: Any, gcp_project: str
+) -> None:
+    body = payload_bytes("ping")
+    capsys.readouterr()
+    assert _post(client, body, _signed(body), "ping").status_code == 200
+    trace = _message_trace(_pull(topic[1])[0])
+    assert int(trace.trace_id, 16) and int(trace.span_id, 16)
+    (published,) = [line for line in log_lines(capsys.readouterr().out) if line.get("outcome") == "published"]
+    assert published[TRACE_FIELD] == f"projects/{gcp_project}/traces/{trace.trace_id}"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"00-{TRACE[:-2]}-{SPAN}-01",
+        f"00-{TRACE}-{SPAN}-0x",
+        f"00-{'0' * 32}-{SPAN}-01",
+        f"00-{TRACE}-{'0' * 16}-01",
+        f"00-{TRACE}-{SPAN}-01" + "-x" * 4000,
+        f'00-{TRACE}-{SPAN}-01","severity":"EMERGENCY',
+    ],
+    ids=["short", "non-hex", "zero-trace", "zero-span", "huge", "injection"],
+)
+def test_a_hostile_traceparent_starts_a_new_trace_and_is_never_logged(
+    client: Any, topic: tuple[str, str], capsys: Any, value: str
+) -> None:
+    body = payload_bytes("ping")
+    capsys.readouterr()
+    response = _post(client, body, {**_signed(body), "traceparent": value, "X-Cloud-Trace-Context": value}, "ping")
+    assert response.status_code == 200
+    trace = _message_trace(_pull(topic[1])[0])
+    assert trace.trace_id != TRACE and trace.trace_id not in value
+    output = capsys.readouterr()
+    assert value not in output.out + output.err and "EMERGENCY" not in output.out
+
+
+def test_spans_verify_and_publish_under_the_callers_span(
+    client: Any, topic: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spans_file = tmp_path / "traces.jsonl"
+    monkeypatch.setenv("TRACE_EXPORTER", "file")
+    monkeypatch.setenv("TRACE_FILE", str(spans_file))
+    body = payload_bytes("build.finished.failed")
+    response = _post(client, body, {**_signed(body), "traceparent": f"00-{TRACE}-{SPAN}-01"}, "build.finished")
+    assert response.status_code == 200
+    trace = _message_trace(_pull(topic[1])[0])
+    spans = {span["name"]: span for span in map(json.loads, spans_file.read_text().splitlines())}
+    assert set(spans) == {"ingress", "verify", "publish"}
+    ingress, verify, publish = spans["ingress"], spans["verify"], spans["publish"]
+    assert {span["context"]["trace_id"] for span in spans.values()} == {f"0x{TRACE}"}
+    assert ingress["parent_id"] == f"0x{SPAN}" and ingress["kind"] == "SpanKind.SERVER"
+    assert verify["parent_id"] == publish["parent_id"] == ingress["context"]["span_id"]
+    assert publish["context"]["span_id"] == f"0x{trace.span_id}" and publish["kind"] == "SpanKind.PRODUCER"
+    assert publish["attributes"]["messaging.message.id"] == response.get_json()["message_id"]
+    assert publish["attributes"]["buildkite.pipeline"] == "my-pipeline"
+    assert verify["attributes"]["buildkite.auth"] == "signature (current)"
+    assert ingress["attributes"]["http.response.status_code"] == 200

@@ -33,13 +33,14 @@ from typing import Any, Generic, TypeVar
 from flask import has_request_context, request  # functions-framework has loaded Flask already
 from werkzeug.exceptions import InternalServerError
 
+from . import tracing
 from .budget import budget, remaining
 from .config import load_config, secret_values
 from .errors import ACKED_OUTCOMES, ConfigError, InvalidEvent, Skip, TransientError
 from .event import BuildkiteEvent
 from .filters import Filter, parse_filter
 from .framework import accept_pushes_without_data
-from .log import configure_logging, log, log_context, redact, register_secrets, trace_field
+from .log import configure_logging, log, log_context, redact, register_secrets
 from .manifest import MANIFEST_NAME, Manifest, load_manifest
 from .message import message_attributes
 from .parse import parse_delivery
@@ -123,20 +124,30 @@ def pubsub_handler(
             configure_logging()
             started = time.perf_counter()
             fields = {"function": instance.manifest.name}
-            if has_request_context():
-                fields.update(trace_field(request.headers, instance.project))
             detail: str | None
+            event: BuildkiteEvent | None = None
             try:
                 event = parse_delivery(delivery)
             except InvalidEvent as err:
                 outcome, detail = "invalid", str(err)
-            else:
-                fields.update(event.log_fields())
-                with log_context(**fields):  # lines the handler itself logs carry the same identifiers
-                    outcome, detail = _handle(instance, handler, event)
-            line = f"{outcome}: {detail}" if detail else outcome
-            elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-            log(_LEVELS.get(outcome, logging.ERROR), line, outcome=outcome, duration_ms=elapsed_ms, **fields)
+            # The event's trace when the message carries one (our ingress, Google's clients), else the push request's.
+            parent = tracing.from_attributes(event.attributes) if event else None
+            if parent is None and has_request_context():
+                parent = tracing.from_headers(request.headers)
+            with tracing.start(fields["function"], parent, kind="consumer", project=instance.project) as span:
+                if event is not None:
+                    fields.update(event.log_fields())
+                    span.set("buildkite.event_key", event.key_hash)
+                    span.set("buildkite.event_type", event.event_type)
+                    span.set("messaging.message.id", event.message_id)
+                    with log_context(**fields):  # lines the handler itself logs carry the same identifiers
+                        outcome, detail = _handle(instance, handler, event)
+                line = f"{outcome}: {detail}" if detail else outcome
+                elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+                log(_LEVELS.get(outcome, logging.ERROR), line, outcome=outcome, duration_ms=elapsed_ms, **fields)
+                span.set("buildkite.outcome", outcome)
+                if outcome not in ACKED_OUTCOMES:
+                    span.fail(line)
             if outcome not in ACKED_OUTCOMES:
                 raise Nack(description=redact(line)[:500])
 
@@ -160,10 +171,12 @@ def _run(instance: _Instance[C], handler: Handler[C], event: BuildkiteEvent) -> 
     try:
         config = instance.config()
         if instance.manifest.idempotency:
-            claim = _with_retries(lambda: instance.store().claim(event.key))
+            with tracing.span("claim"):
+                claim = _with_retries(lambda: instance.store().claim(event.key))
             if claim.state == "done":
                 return "duplicate", "already handled this event"
-        result = _with_retries(lambda: handler(event, config))  # type: ignore[arg-type]
+        with tracing.span(getattr(handler, "__name__", "handler")):  # the integration call, retries included
+            result = _with_retries(lambda: handler(event, config))  # type: ignore[arg-type]
     except Skip as err:  # nothing happened: a replay after a config change may act
         _release(instance, claim)
         return "skipped", str(err)

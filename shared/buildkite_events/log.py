@@ -1,8 +1,8 @@
 """Structured JSON logs, one line per record, in the shape Cloud Logging understands.
 
-``severity`` and ``message`` are Cloud Logging's special fields; ``logging.googleapis.com/trace``
-ties the line to the request's trace. Context (function, event identifiers) is set per
-delivery with ``log_context`` and added to every line. Known secret values are redacted.
+``severity`` and ``message`` are Cloud Logging's special fields; the open ``tracing`` span
+puts the line in its trace. Context (function, event identifiers) is set per delivery with
+``log_context`` and added to every line. Known secret values are redacted.
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
     "buildkite_fanout_log", default=MappingProxyType({})
 )
+# The open span's trace fields (set by ``tracing``), kept apart from the context: one set per span.
+trace_fields: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "buildkite_fanout_trace", default=MappingProxyType({})
+)
 _secrets: list[str] = []
 _base64_secrets: list[str] = []  # see register_secrets
 REDACTED = "[REDACTED]"
@@ -38,6 +42,7 @@ def _line(severity: str, message: str, created: float, fields: Mapping[str, Any]
         "message": message,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z",
     }
+    entry.update(trace_fields.get())
     entry.update(_context.get())
     if fields:
         entry.update(fields)
@@ -146,23 +151,6 @@ def redact(text: str) -> str:
         if core in text:
             text = re.sub(_BASE64_WORD + re.escape(core) + _BASE64_WORD + "=*", REDACTED, text)
     return text
-
-
-def trace_field(headers: Any, project: str | None) -> dict[str, str]:
-    """``logging.googleapis.com/trace`` from X-Cloud-Trace-Context or W3C traceparent."""
-    if headers is None:
-        return {}
-    trace_id = ""
-    legacy = headers.get("X-Cloud-Trace-Context") or ""
-    if legacy:
-        trace_id = legacy.split("/", 1)[0]
-    else:
-        parent = (headers.get("traceparent") or "").split("-")
-        if len(parent) == 4:
-            trace_id = parent[1]
-    if not trace_id or not trace_id.isalnum() or len(trace_id) > 64:
-        return {}
-    return {"logging.googleapis.com/trace": f"projects/{project}/traces/{trace_id}" if project else trace_id}
 
 
 class log_context:

@@ -2,7 +2,8 @@
 
 ``data`` is the Buildkite body, unchanged, plus what the Integration Patterns handlers
 read: ``event_type`` at the top and ``build.pipeline`` (the pipeline slug) and
-``build.organization`` inside the build. Attributes carry what subscription filters need.
+``build.organization`` inside the build. Attributes carry what subscription filters need,
+plus the event's trace as ``googclient_traceparent`` (``tracing``), which no filter reads.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .event import BuildkiteEvent
+from .tracing import TRACEPARENT_ATTRIBUTE
 
 ORIGIN = "buildkite-webhook"
 MAX_ATTRIBUTE_BYTES = 1024  # Pub/Sub's limit for an attribute value
@@ -76,8 +78,14 @@ def message_attributes(event: BuildkiteEvent) -> dict[str, str]:
     return {key: truncate_utf8(str(value)) for key, value in values.items() if value not in (None, "")}
 
 
-def to_message(body: Mapping[str, Any], event_type: str) -> tuple[bytes, dict[str, str]]:
-    """Turn a verified Buildkite body into Pub/Sub (data, attributes)."""
+def to_message(
+    body: Mapping[str, Any], event_type: str, *, traceparent: str | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """Turn a verified Buildkite body into Pub/Sub (data, attributes); ``traceparent`` (W3C)
+    goes where Google's Pub/Sub client libraries put it, so their tracing picks it up too."""
     view = BuildkiteEvent(event_type=event_type, data=body)
     data = build_message_data(body, event_type, organization=view.organization, pipeline_slug=view.pipeline_slug)
-    return encode_data(data), message_attributes(view)
+    attributes = message_attributes(view)
+    if traceparent:
+        attributes[TRACEPARENT_ATTRIBUTE] = traceparent
+    return encode_data(data), attributes

@@ -148,6 +148,26 @@ run "an_unknown_public_ingress_mode" {
   expect_failures = [var.public_ingress]
 }
 
+run "otlp_export_without_an_endpoint" {
+  command = plan
+
+  variables {
+    trace_exporter = "otlp"
+  }
+
+  expect_failures = [var.trace_otlp_endpoint]
+}
+
+run "an_unknown_trace_exporter" {
+  command = plan
+
+  variables {
+    trace_exporter = "jaeger"
+  }
+
+  expect_failures = [var.trace_exporter]
+}
+
 run "no_one_told_about_incidents" {
   command = plan
 

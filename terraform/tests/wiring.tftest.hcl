@@ -625,3 +625,68 @@ run "only_declared_optional_secrets_may_be_named" {
 
   expect_failures = [var.optional_secrets]
 }
+
+run "no_trace_export_by_default" {
+  command = apply
+
+  assert {
+    condition = alltrue([
+      for fn in google_cloudfunctions2_function.function :
+      !contains(keys(fn.service_config[0].environment_variables), "TRACE_EXPORTER")
+    ])
+    error_message = "Without trace_exporter no function is told to export spans."
+  }
+  assert {
+    condition     = !contains(keys(google_project_service.enabled), "cloudtrace.googleapis.com")
+    error_message = "Without trace_exporter = \"gcp\" the Cloud Trace API stays as it was."
+  }
+}
+
+run "cloud_trace_export_sets_every_function_up_for_it" {
+  command = apply
+
+  variables {
+    trace_exporter = "gcp"
+  }
+
+  assert {
+    condition = alltrue([
+      for fn in google_cloudfunctions2_function.function : fn.service_config[0].environment_variables["TRACE_EXPORTER"] == "gcp"
+    ])
+    error_message = "Every function must be told to export to Cloud Trace."
+  }
+  assert {
+    condition     = alltrue([for name, roles in output.runtime_roles : contains(roles, "roles/cloudtrace.agent on project")])
+    error_message = "Every function's account must be able to write spans: ${jsonencode(output.runtime_roles)}"
+  }
+  assert {
+    condition     = jsonencode(output.runtime_roles["event-archive"]) == jsonencode(["roles/cloudtrace.agent on project", "roles/storage.objectCreator on bucket fanout-test-buildkite-archive", "roles/storage.objectViewer on bucket fanout-test-buildkite-archive"])
+    error_message = "Cloud Trace's agent role is the only role tracing adds: ${jsonencode(output.runtime_roles["event-archive"])}"
+  }
+  assert {
+    condition     = contains(keys(google_project_service.enabled), "cloudtrace.googleapis.com")
+    error_message = "Exporting to Cloud Trace enables its API."
+  }
+}
+
+run "otlp_export_points_every_function_at_the_collector" {
+  command = apply
+
+  variables {
+    trace_exporter      = "otlp"
+    trace_otlp_endpoint = "http://otel-collector.internal:4318"
+  }
+
+  assert {
+    condition = alltrue([
+      for fn in google_cloudfunctions2_function.function :
+      fn.service_config[0].environment_variables["TRACE_EXPORTER"] == "otlp" &&
+      fn.service_config[0].environment_variables["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.internal:4318"
+    ])
+    error_message = "Every function must export to the collector."
+  }
+  assert {
+    condition     = alltrue([for name, roles in output.runtime_roles : !contains(roles, "roles/cloudtrace.agent on project")])
+    error_message = "Only Cloud Trace export grants Cloud Trace's agent role."
+  }
+}

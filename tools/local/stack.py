@@ -4,7 +4,8 @@ Emulators (Pub/Sub, Firestore, fake-gcs-server), a stand-in for the third-party 
 every function under functions-framework on its own port, and the Pub/Sub wiring from
 the manifests (push subscriptions, retry and dead-letter policies). ``demo`` posts the
 sample webhooks (HMAC-signed) to the ingress, waits for every delivery to settle and
-prints what each function did; ``run`` keeps it all up until Ctrl-C.
+prints what each function did and each webhook's timeline (tools/local/timeline.py);
+``run`` keeps it all up until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tools import LOCAL_PROJECT, LOCAL_STATE_COLLECTION, ROOT, TOPIC
 from tools.local import emulators
 from tools.manifests import all_manifests, function_dir, function_env
 
+from . import timeline
 from .standin import StandIn
 from .standins import github as github_standin
 from .topology import Wiring, create_topology, publish_raw, pull_all
@@ -260,7 +262,9 @@ def _function_report(stack: LocalStack, name: str) -> list[str]:
 
 def demo() -> int:
     log_dir = ROOT / ".stack" / "logs"
-    with local_stack(log_dir) as stack:
+    traces = ROOT / ".stack" / "traces.jsonl"  # every function's spans: the timelines
+    traces.unlink(missing_ok=True)
+    with local_stack(log_dir, extra_env=timeline.trace_env(traces)) as stack:
         webhooks = sample_webhooks()
         story = len(webhooks) - len(STORY)  # the story's webhooks go one at a time, each settled first
         posted = [(event, stack.post_webhook(body, event)[0]) for event, body in webhooks[:story]]
@@ -274,6 +278,7 @@ def demo() -> int:
         expected = sum(1 for _, status in posted if status == 200) + len(mcncl)
         settled = wait_settled(stack, expected)
         print(report(stack, posted))
+        print(timeline.report(traces))
         print(f"(+ {len(mcncl)} messages in mcncl/buildkite-pubsub's format published straight to the topic)")
         print(f"logs: {log_dir.relative_to(ROOT)}/")
         if not settled:
@@ -283,7 +288,8 @@ def demo() -> int:
 
 
 def run() -> int:
-    with local_stack(ROOT / ".stack" / "logs") as stack:
+    traces = ROOT / ".stack" / "traces.jsonl"
+    with local_stack(ROOT / ".stack" / "logs", extra_env=timeline.trace_env(traces)) as stack:
         print(f"Local stack is up. Ingress: {stack.ingress_url}\n")
         print("Send a webhook (plain token):")
         print(
@@ -300,6 +306,7 @@ def run() -> int:
             f"Analytics on what it stored: BIGQUERY_PROJECT={PROJECT} "
             f"BIGQUERY_API_URL={stack.services['bigquery'].url} make report"
         )
+        print(f"Spans of every event: {traces.relative_to(ROOT)} (timelines: python -m tools.local.timeline)")
         print("Ctrl-C stops everything.")
         try:
             while True:

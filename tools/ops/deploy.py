@@ -15,7 +15,9 @@ would make every ``terraform plan`` after a deploy show a change.
 The deploy passes what Terraform sets (terraform/functions.tf): the function's own service
 account, the build account, the ingress settings, and for the ingress the same way of
 being public as ``public_ingress`` (``PUBLIC_INGRESS``: ``allUsers`` or
-``invoker_iam_disabled``).
+``invoker_iam_disabled``). ``TRACE_EXPORTER`` (and for ``otlp``
+``OTEL_EXPORTER_OTLP_ENDPOINT``) must match ``trace_exporter``: bundles then carry that
+exporter's packages and functions are told to use it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ BUILD_DIR = ROOT / "build"
 FIRST_BUNDLE_DIR = BUILD_DIR / "first"  # terraform/main.tf's default bundle_dir
 BUILD_ACCOUNT = "buildkite-fanout-build"  # terraform/iam.tf google_service_account.build
 PUBLIC_INGRESS = ("allUsers", "invoker_iam_disabled")  # terraform/variables.tf public_ingress
+TRACE_EXPORTERS = ("none", "gcp", "otlp")  # terraform/variables.tf trace_exporter
 SHARED = ROOT / "shared"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _NOT_SHIPPED = shutil.ignore_patterns(
@@ -45,12 +48,22 @@ _NOT_SHIPPED = shutil.ignore_patterns(
 )  # fixed, so an unchanged bundle zips to identical bytes
 
 
-def shared_requirements(m: Manifest) -> list[str]:
+def shared_requirements(m: Manifest, exporter: str = "none") -> list[str]:
     project = tomllib.loads((SHARED / "pyproject.toml").read_text())["project"]
     requirements = list(project["dependencies"])
     if m.uses_firestore:  # state: [...] in the manifest
         requirements += project["optional-dependencies"]["firestore"]
+    if exporter != "none":  # TRACE_EXPORTER: only then do bundles carry OpenTelemetry
+        requirements += project["optional-dependencies"][f"trace-{exporter}"]
     return requirements
+
+
+def trace_exporter() -> str:
+    """``TRACE_EXPORTER``, as Terraform's trace_exporter: what bundles carry and functions are told."""
+    value = (os.environ.get("TRACE_EXPORTER") or "none").strip().lower()
+    if value not in TRACE_EXPORTERS:
+        raise SystemExit(f"TRACE_EXPORTER must be {', '.join(TRACE_EXPORTERS)} (as terraform's trace_exporter)")
+    return value
 
 
 def package(name: str, *, first: bool = False) -> Path:
@@ -70,7 +83,7 @@ def package(name: str, *, first: bool = False) -> Path:
         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
     )
     own = [line for line in (out / "requirements.txt").read_text().splitlines() if line.strip()]
-    lines = [*own, "", "# vendored buildkite_events", *shared_requirements(m)]
+    lines = [*own, "", "# vendored buildkite_events", *shared_requirements(m, trace_exporter())]
     (out / "requirements.txt").write_text("\n".join(lines) + "\n")
     _zip(out, BUILD_DIR / f"{name}.zip")
     first_bundle = FIRST_BUNDLE_DIR / f"{name}.zip"
@@ -130,7 +143,7 @@ def secret_id(function: str, variable: str) -> str:
 def deploy_command(name: str, values: dict[str, str], public: str = PUBLIC_INGRESS[0]) -> list[str]:
     m = manifest(name)
     res = m.raw["resources"]
-    env = function_env(m, values)
+    env = function_env(m, values) | trace_env()
     project = values["project"]
     allow = "--allow-unauthenticated" if m.trigger == "http" and public == "allUsers" else "--no-allow-unauthenticated"
     command = [
@@ -163,6 +176,19 @@ def deploy_command(name: str, values: dict[str, str], public: str = PUBLIC_INGRE
         pairs = ",".join(f"{var}={secret_id(name, var)}:latest" for var in m.secrets)
         command.append(f"--update-secrets={pairs}")
     return command
+
+
+def trace_env() -> dict[str, str]:
+    """What terraform/main.tf's trace_env sets, from TRACE_EXPORTER and OTEL_EXPORTER_OTLP_ENDPOINT."""
+    exporter = trace_exporter()
+    if exporter == "none":
+        return {}
+    if exporter == "gcp":
+        return {"TRACE_EXPORTER": exporter}
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+    if not endpoint.startswith(("http://", "https://")):
+        raise SystemExit("TRACE_EXPORTER=otlp needs OTEL_EXPORTER_OTLP_ENDPOINT (as terraform's trace_otlp_endpoint)")
+    return {"TRACE_EXPORTER": exporter, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
 
 
 def after_deploy_commands(name: str, values: dict[str, str], public: str) -> list[list[str]]:
