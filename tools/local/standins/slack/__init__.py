@@ -32,7 +32,7 @@ from typing import Any
 from tools.local.blockkit import LIMITS, block_kit_errors, render
 from tools.local.standin import StandIn
 
-from .methods import NEEDS, _authorized, _history, _lookup_by_email, _post_message, _update
+from .methods import NEEDS, register
 from .workspace import (
     APP_ID,
     DEMO_TOKEN,
@@ -72,17 +72,6 @@ __all__ = [
     "state",
     "updates",
 ]
-
-
-def register(server: StandIn) -> None:
-    for method, verbs, answer in (
-        ("chat.postMessage", ("POST",), _post_message),
-        ("chat.update", ("POST",), _update),
-        ("users.lookupByEmail", ("GET", "POST"), _lookup_by_email),
-        ("conversations.history", ("GET", "POST"), _history),
-    ):
-        for verb in verbs:
-            server.route(verb, PREFIX + "/" + re.escape(method), _authorized(server, method, answer))
 
 
 # -- the demo report ------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 from urllib.parse import parse_qs
@@ -10,7 +11,7 @@ from urllib.parse import parse_qs
 from tools.local.blockkit import LIMITS, block_kit_errors
 from tools.local.standin import Recorded, Reply, StandIn
 
-from .workspace import APP_ID, Channel, SlackState, state
+from .workspace import APP_ID, PREFIX, Channel, SlackState, state
 
 NEEDS = {
     "chat.postMessage": "chat:write",
@@ -219,3 +220,14 @@ def _history(slack: SlackState, arguments: dict[str, Any]) -> Reply:
             "response_metadata": {"next_cursor": ""},
         },
     )
+
+
+def register(server: StandIn) -> None:
+    for method, verbs, answer in (
+        ("chat.postMessage", ("POST",), _post_message),
+        ("chat.update", ("POST",), _update),
+        ("users.lookupByEmail", ("GET", "POST"), _lookup_by_email),
+        ("conversations.history", ("GET", "POST"), _history),
+    ):
+        for verb in verbs:
+            server.route(verb, PREFIX + "/" + re.escape(method), _authorized(server, method, answer))
