@@ -12,17 +12,13 @@ child would leave the real server running and holding its port.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
 import importlib.util
 import os
-import signal
-import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,19 +26,34 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tools.local.processes import (
+    accepts_tcp,
+    answers,
+    forget,
+    free_port,
+    group_members,
+    opener,
+    remember,
+    stop_group,
+)
+
 DEFAULT_SDK_ROOT = Path("/usr/lib/google-cloud-sdk")
 STOP_GRACE_SECONDS = 5.0
 
-# The emulators are always on loopback; a proxy configured in the environment
-# (HTTP_PROXY without a NO_PROXY for 127.0.0.1) must not swallow the readiness checks.
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-# Process groups still alive, so the atexit hook can clean up after a crashed caller.
-_live_groups: dict[int, str] = {}
-_live_lock = threading.Lock()
-# Ports handed out by free_port in this process: the kernel may hand the same
-# ephemeral port to two quick bind(0) calls once the first socket is closed.
-_issued_ports: set[int] = set()
+__all__ = [
+    "EmulatorError",
+    "Service",
+    "free_port",
+    "group_members",
+    "install_duckdb_spatial",
+    "running",
+    "start_bigquery",
+    "start_firestore",
+    "start_function",
+    "start_gcs",
+    "start_pubsub",
+    "wipe_firestore",
+]
 
 
 class EmulatorError(RuntimeError):
@@ -76,26 +87,14 @@ class Service:
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """SIGTERM the whole group, SIGKILL what is left after ``grace`` seconds, reap."""
-        _stop_group(self.pgid, self.process, grace)
-        with _live_lock:
-            _live_groups.pop(self.pgid, None)
+        stop_group(self.pgid, self.process, grace)
+        forget(self.pgid)
 
     def __enter__(self) -> Service:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def free_port() -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port not in _issued_ports:
-            _issued_ports.add(port)
-            return port
-    raise EmulatorError("no free TCP port found on 127.0.0.1")
 
 
 @functools.cache
@@ -128,105 +127,6 @@ def fake_gcs_server_binary() -> Path:
         # Some installers drop the executable bit of vendored files.
         binary.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return binary
-
-
-# --- readiness probes --------------------------------------------------------------
-
-
-def _http_get(url: str, timeout: float = 1.0) -> tuple[int, bytes] | None:
-    """Status and body, or None when nothing answers yet. Any HTTP status counts as an answer."""
-    try:
-        with _opener.open(url, timeout=timeout) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-    except (OSError, ValueError):
-        return None
-
-
-def _answers(url: str, status: int = 200, body: bytes | None = None) -> Callable[[], bool]:
-    def probe() -> bool:
-        got = _http_get(url)
-        return got is not None and got[0] == status and (body is None or got[1].strip() == body)
-
-    return probe
-
-
-def _accepts_tcp(port: int) -> Callable[[], bool]:
-    def probe() -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-
-    return probe
-
-
-# --- process groups ----------------------------------------------------------------
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) pids in a process group, read from /proc.
-
-    ``killpg(pgid, 0)`` is not enough to tell whether a group is gone: it also
-    succeeds for zombies that an init without a reaper leaves behind.
-    """
-    members: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat_line = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ...": comm may contain spaces or parentheses.
-        fields = stat_line[stat_line.rindex(")") + 2 :].split()
-        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _wait_group_gone(pgid: int, deadline: float) -> bool:
-    while group_members(pgid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def _stop_group(pgid: int, process: subprocess.Popen[bytes] | None, grace: float) -> None:
-    _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    if process is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=max(0.0, deadline - time.monotonic()))
-    # The leader may exit first while its children (Java, gunicorn workers) still run.
-    if not _wait_group_gone(pgid, deadline):
-        _signal_group(pgid, signal.SIGKILL)
-        _wait_group_gone(pgid, time.monotonic() + 5.0)
-    if process is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5.0)  # reap the leader so no zombie stays behind
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    """Safety net: a caller that forgot stop() (or crashed) must not leak emulators."""
-    with _live_lock:
-        groups = list(_live_groups)
-        _live_groups.clear()
-    for pgid in groups:
-        _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + 2.0
-    for pgid in groups:
-        if not _wait_group_gone(pgid, deadline):
-            _signal_group(pgid, signal.SIGKILL)
 
 
 # --- starting ----------------------------------------------------------------------
@@ -267,8 +167,7 @@ def _spawn(
         log_path=log_path,
         env=dict(client_env or {}),
     )
-    with _live_lock:
-        _live_groups[service.pgid] = name
+    remember(service.pgid, name)
 
     deadline = time.monotonic() + timeout
     while True:
@@ -297,7 +196,7 @@ def start_pubsub(log_dir: Path, port: int | None = None, *, timeout: float = 60.
         [str(binary), "--host=127.0.0.1", f"--port={port}"],
         port=port,
         log_dir=log_dir,
-        ready=_answers(f"http://{host}/", body=b"Ok"),
+        ready=answers(f"http://{host}/", body=b"Ok"),
         timeout=timeout,
         client_env={"PUBSUB_EMULATOR_HOST": host},
     )
@@ -312,7 +211,7 @@ def start_firestore(log_dir: Path, port: int | None = None, *, timeout: float = 
         [str(script), "start", "--host=127.0.0.1", f"--port={port}"],
         port=port,
         log_dir=log_dir,
-        ready=_answers(f"http://{host}/"),
+        ready=answers(f"http://{host}/"),
         timeout=timeout,
         client_env={"FIRESTORE_EMULATOR_HOST": host},
     )
@@ -322,7 +221,7 @@ def wipe_firestore(host: str, project: str, timeout: float = 10.0) -> None:
     """Delete every document of the project's (default) database in the emulator."""
     url = f"http://{host}/emulator/v1/projects/{project}/databases/(default)/documents"
     request = urllib.request.Request(url, method="DELETE")
-    with _opener.open(request, timeout=timeout) as resp:
+    with opener.open(request, timeout=timeout) as resp:
         if resp.status != 200:
             raise EmulatorError(f"wiping Firestore at {host} answered HTTP {resp.status}")
 
@@ -347,7 +246,7 @@ def start_gcs(log_dir: Path, port: int | None = None, *, timeout: float = 30.0) 
         argv,
         port=port,
         log_dir=log_dir,
-        ready=_answers(f"{url}/_internal/healthcheck"),
+        ready=answers(f"{url}/_internal/healthcheck"),
         timeout=timeout,
         client_env={"STORAGE_EMULATOR_HOST": url},
         url=url,
@@ -402,7 +301,7 @@ def start_bigquery(log_dir: Path, port: int | None = None, *, project: str = "lo
         argv,
         port=port,
         log_dir=log_dir,
-        ready=_answers(f"http://{host}/readyz"),
+        ready=answers(f"http://{host}/readyz"),
         timeout=timeout,
         env=env,
         client_env={"BIGQUERY_EMULATOR_HOST": host},
@@ -443,7 +342,7 @@ def start_function(
         argv,
         port=port,
         log_dir=log_dir,
-        ready=_accepts_tcp(port),
+        ready=accepts_tcp(port),
         timeout=timeout,
         env=child_env,
         cwd=main_py.parent,
