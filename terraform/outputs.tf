@@ -97,7 +97,7 @@ output "deploy_settings" {
     archive_bucket   = local.archive_bucket_name
     bigquery_dataset = var.bigquery_dataset_id
     public_ingress   = var.public_ingress
-    state_collection = var.idempotency_collection
+    state_collection = var.state_collection
     labels           = local.labels
   }
 }

@@ -37,6 +37,8 @@ from .errors import TransientError
 from .state import (
     MAX_CONFLICTS,
     MAX_STORED_KEY,
+    SERVER_TIMESTAMP,
+    Increment,
     call_options,
     check_kind,
     document,
@@ -120,8 +122,6 @@ class IdempotencyStore:
 
     def _claim_existing(self, ref: Any, key: str, token: str) -> Literal["acquired", "done"] | None:
         """One read and at most one conditional write; None if another writer came first."""
-        from google.cloud import firestore
-
         snapshot = ref.get(**call_options())
         if not snapshot.exists:  # released between our create() and this read
             return "acquired" if won(lambda: ref.create(self._pending(key, token), **call_options())) else None
@@ -138,8 +138,8 @@ class IdempotencyStore:
             "owner": token,
             "previous_owner": data.get("owner"),
             "lease_seconds": self.lease_seconds,
-            "attempts": firestore.Increment(1),
-            "claimed_at": firestore.SERVER_TIMESTAMP,
+            "attempts": Increment(1),
+            "claimed_at": SERVER_TIMESTAMP,
         }
         if not won(lambda: ref.update(takeover, **unchanged_since(snapshot, self._client), **call_options())):
             return None
@@ -159,26 +159,22 @@ class IdempotencyStore:
         return {"scope": self.scope, "key": key[:MAX_STORED_KEY]}
 
     def _pending(self, key: str, token: str) -> dict[str, Any]:
-        from google.cloud import firestore
-
         return {
             **self._base(key),
             "state": "pending",
             "owner": token,
             "lease_seconds": self.lease_seconds,
             "attempts": 1,
-            "claimed_at": firestore.SERVER_TIMESTAMP,
+            "claimed_at": SERVER_TIMESTAMP,
             # A claim whose holder vanished without release still gets cleaned up.
             "expire_at": expire_at(self.ttl),
         }
 
     def _done(self, claim: Claim, details: dict[str, Any]) -> dict[str, Any]:
-        from google.cloud import firestore
-
         return {
             "state": "done",
             "completed_by": claim.token,
-            "completed_at": firestore.SERVER_TIMESTAMP,
+            "completed_at": SERVER_TIMESTAMP,
             "expire_at": expire_at(self.ttl),
             "details": details,
         }
