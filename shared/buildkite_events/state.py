@@ -10,13 +10,14 @@ manifest sets it from ``${state_collection}``, which Terraform fills in from
   gives (a build number, then the build's own timestamps), with reserve/confirm around a
   side effect. A manifest that uses them says ``state: [..., records]``.
 
-Firestore is reached through its REST API (``documents:batchGet`` and ``documents:commit``),
-not google-cloud-firestore: that client costs every cold start ~0.3 s of imports and a gRPC
-channel, for the few calls made here. ``client()`` has the shape of the library's client for
-what this package uses (``collection().document()``, ``get``, ``create``, ``update``,
-``delete``, ``write_option``). On the emulator (``FIRESTORE_EMULATOR_HOST``) requests carry
-``Authorization: Bearer owner``; in production google-auth's session with the default
-credentials (scope datastore), imported on the first call.
+Firestore is reached through its REST API (``documents:batchGet`` and ``documents:commit``)
+on one keep-alive connection per thread, not through google-cloud-firestore: that client
+costs every cold start ~0.3 s of imports and a gRPC channel, for the few calls made here.
+``client()`` has the shape of the library's client for what this package uses
+(``collection().document()``, ``get``, ``create``, ``update``, ``delete``, ``write_option``).
+On the emulator (``FIRESTORE_EMULATOR_HOST``) requests carry ``Authorization: Bearer owner``;
+in production a token of the default credentials (scope datastore), from google-auth,
+imported on the first call.
 
 Every call is bounded by the delivery's budget (``buildkite_events.budget``): no retry
 inside a call (the handler retries a ``TransientError`` within its budget) and no call longer
@@ -30,10 +31,13 @@ import base64
 import contextlib
 import datetime as dt
 import hashlib
+import http.client
+import json
 import logging
 import math
 import os
 import re
+import select
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -82,7 +86,7 @@ def collection_name() -> str:
 
 def client() -> Client:
     """The process's Firestore client for its project and endpoint. Making it costs nothing:
-    its session (and google-auth, in production) comes with the first call."""
+    its connection (and google-auth, in production) comes with the first call."""
     where = (os.environ.get("GOOGLE_CLOUD_PROJECT") or None, os.environ.get("FIRESTORE_EMULATOR_HOST") or None)
     with _clients_lock:
         made = _clients.get(where)
@@ -226,13 +230,15 @@ class Snapshot:
 
 
 class Client:
-    """Firestore's REST API for one project (None: the credentials') and endpoint (None: Google's)."""
+    """Firestore's REST API for one project (None: the credentials') and endpoint (None: Google's),
+    one keep-alive connection per thread."""
 
     def __init__(self, project: str | None, emulator: str | None) -> None:
         self.project, self.emulator = project, emulator
-        self.base = f"http://{emulator}/v1/" if emulator else f"{ENDPOINT}/v1/"
-        self._session: Any = None
+        self.host = emulator or ENDPOINT.removeprefix("https://")
+        self._credentials: Any = None
         self._lock = threading.Lock()
+        self._local = threading.local()
 
     def collection(self, name: str) -> Collection:
         return Collection(self, name)
@@ -241,71 +247,92 @@ class Client:
         return Precondition(last_update_time)
 
     def database(self) -> str:
-        self.session()  # learns the project from the credentials when none was given
+        if not self.project and not self.emulator:
+            self._authorization(RPC_SECONDS)  # the credentials name the project
+        if not self.project:
+            raise ConfigError("GOOGLE_CLOUD_PROJECT is not set (and no credentials name a project)")
         return f"projects/{self.project}/databases/(default)"
-
-    def session(self) -> Any:
-        with self._lock:
-            if self._session is None:
-                self._session = self._open()
-        return self._session
-
-    def _open(self) -> Any:
-        from requests.adapters import HTTPAdapter
-
-        if self.emulator:
-            import requests
-
-            if not self.project:
-                raise ConfigError("GOOGLE_CLOUD_PROJECT must be set to use the Firestore emulator")
-            session = requests.Session()
-            session.headers["Authorization"] = "Bearer owner"
-        else:
-            import google.auth
-            from google.auth import exceptions
-            from google.auth.transport.requests import AuthorizedSession
-
-            try:
-                credentials, project = google.auth.default(scopes=[SCOPE])
-            except exceptions.DefaultCredentialsError as err:
-                raise FirestoreError("UNAUTHENTICATED", f"no usable Google credentials: {err}") from err
-            self.project = self.project or project
-            if not self.project:
-                raise ConfigError("GOOGLE_CLOUD_PROJECT is not set and the credentials name no project")
-            session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]  # google-auth leaves it unannotated
-        adapter = HTTPAdapter(pool_maxsize=32)  # threads of one process share it
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        return session
 
     def call(self, verb: str, body: dict[str, Any], timeout: float) -> Any:
         """POST ``<database>/documents:<verb>``; Firestore's JSON answer, or a FirestoreError."""
-        import requests
-
-        session = self.session()
-        url = f"{self.base}{self.database()}/documents:{verb}"
-        extra = {} if self.emulator else {"max_allowed_time": timeout}  # google-auth: the token refresh too
+        path = f"/v1/{self.database()}/documents:{verb}"
+        headers = {"Content-Type": "application/json", "Authorization": self._authorization(timeout)}
         try:
-            response = session.post(url, json=body, timeout=timeout, **extra)
-        except requests.RequestException as err:
-            raise FirestoreError("UNAVAILABLE", f"{type(err).__name__}: {err}") from err
-        except Exception as err:  # google-auth's: an unusable or unreachable token service
-            if type(err).__module__ != "google.auth.exceptions":
-                raise
-            retryable = getattr(err, "retryable", False) or type(err).__name__ == "TransportError"
-            raise FirestoreError("UNAVAILABLE" if retryable else "UNAUTHENTICATED", str(err)) from err
-        if response.status_code == 200:
-            return response.json()
-        try:
-            error = response.json()["error"]
-            status, message = str(error.get("status") or "UNKNOWN"), str(error.get("message", ""))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            status, message = _HTTP_STATUS.get(response.status_code, "UNKNOWN"), response.text[:200]
-        raise FirestoreError(status, f"HTTP {response.status_code} {message}")
+            conn = self._connection(timeout)
+            conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
+            response = conn.getresponse()
+            status, payload = response.status, response.read()
+        except (OSError, http.client.HTTPException) as err:
+            self._reset()
+            raise FirestoreError("UNAVAILABLE", f"{type(err).__name__}: {err}") from None
+        if status == 200:
+            return json.loads(payload)
+        reason, message = _HTTP_STATUS.get(status, "UNKNOWN"), payload[:200].decode("utf-8", "replace")
+        with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):  # else a proxy's page
+            error = json.loads(payload)["error"]
+            reason, message = str(error.get("status") or reason), str(error.get("message", ""))
+        raise FirestoreError(reason, f"HTTP {status} {message}")
 
     def commit(self, write: dict[str, Any], timeout: float) -> ServerTime:
         answer = self.call("commit", {"writes": [write]}, timeout)
         return ServerTime.parse(answer["writeResults"][0].get("updateTime") or answer["commitTime"])
+
+    def _reset(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is not None and _dropped(conn):  # the server closed it while idle
+            self._reset()
+            conn = None
+        if conn is None:
+            cls = http.client.HTTPConnection if self.emulator else http.client.HTTPSConnection
+            conn = self._local.conn = cls(self.host, timeout=timeout)
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        return conn
+
+    def _authorization(self, timeout: float) -> str:
+        """The emulator takes the owner; Google takes a token of the default credentials (google-auth,
+        imported on the first call), refreshed within ``timeout``."""
+        if self.emulator:
+            return "Bearer owner"
+        import google.auth
+        from google.auth import exceptions
+        from google.auth.transport.requests import Request
+
+        try:
+            with self._lock:
+                if self._credentials is None:
+                    self._credentials, project = google.auth.default(scopes=[SCOPE])
+                    self.project = self.project or project
+                if not self._credentials.valid:
+                    self._credentials.refresh(_bounded(Request(), timeout))
+        except exceptions.DefaultCredentialsError as err:
+            raise FirestoreError("UNAUTHENTICATED", f"no usable Google credentials: {err}") from None
+        except exceptions.RefreshError as err:
+            raise FirestoreError("UNAVAILABLE" if err.retryable else "UNAUTHENTICATED", str(err)[:300]) from None
+        except (exceptions.GoogleAuthError, OSError) as err:  # the token service unreachable
+            raise FirestoreError("UNAVAILABLE", f"{type(err).__name__}: {str(err)[:300]}") from None
+        return f"Bearer {self._credentials.token}"
+
+
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """An idle keep-alive connection the server has closed reads as ready (EOF)."""
+    return conn.sock is not None and bool(select.select([conn.sock], [], [], 0)[0])
+
+
+def _bounded(transport: Callable[..., Any], limit: float) -> Callable[..., Any]:
+    """A google-auth transport whose requests never wait longer than ``limit`` seconds."""
+
+    def call(*args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        return transport(*args, timeout=limit if timeout is None else min(timeout, limit), **kwargs)
+
+    return call
 
 
 _HTTP_STATUS = {  # for an answer without Firestore's error body (a proxy's page)
