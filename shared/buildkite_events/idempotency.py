@@ -32,7 +32,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -50,6 +49,7 @@ from .state import (
     translated,
     unchanged_since,
     won,
+    written,
 )
 
 __all__ = ["Claim", "IdempotencyStore"]
@@ -83,9 +83,9 @@ class IdempotencyStore:
         ref = self._ref(key)
         token = uuid.uuid4().hex
         with translated("claim"):
-            written = _written(lambda: ref.create(self._pending(key, token), **call_options()))
-            if written is not None:
-                return Claim(key, self.scope, ref.id, token, "acquired", written)
+            at = written(lambda: ref.create(self._pending(key, token), **call_options()))
+            if at is not None:
+                return Claim(key, self.scope, ref.id, token, "acquired", at)
             for _ in range(MAX_CONFLICTS):
                 found = self._claim_existing(ref, key, token)
                 if found is not None:
@@ -141,8 +141,8 @@ class IdempotencyStore:
         written; None if another writer came first."""
         snapshot = ref.get(**call_options())
         if not snapshot.exists:  # released between our create() and this read
-            written = _written(lambda: ref.create(self._pending(key, token), **call_options()))
-            return None if written is None else ("acquired", written)
+            at = written(lambda: ref.create(self._pending(key, token), **call_options()))
+            return None if at is None else ("acquired", at)
         data = snapshot.to_dict() or {}
         if data.get("state") == "done":
             return "done", None
@@ -159,11 +159,11 @@ class IdempotencyStore:
             "attempts": Increment(1),
             "claimed_at": SERVER_TIMESTAMP,
         }
-        written = _written(lambda: ref.update(takeover, **unchanged_since(snapshot, self._client), **call_options()))
-        if written is None:
+        at = written(lambda: ref.update(takeover, **unchanged_since(snapshot, self._client), **call_options()))
+        if at is None:
             return None
         log.warning("idempotency lease on %s expired %.1fs ago; took it over", ref.id, -left)
-        return "acquired", written
+        return "acquired", at
 
     def _record_done(self, ref: Any, snapshot: Any, claim: Claim, details: dict[str, Any]) -> bool:
         done = self._done(claim, details)
@@ -201,10 +201,3 @@ class IdempotencyStore:
             "expire_at": expire_at(self.ttl),
             "details": details,
         }
-
-
-def _written(write: Callable[[], Any]) -> dt.datetime | None:
-    """When ``write`` (a create or a conditional update) stored its document; None if another
-    writer came first."""
-    times: list[dt.datetime] = []
-    return times[0] if won(lambda: times.append(write())) else None

@@ -38,11 +38,12 @@ import math
 import os
 import re
 import select
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .budget import remaining
 from .errors import ConfigError, FanoutError, TransientError
@@ -153,6 +154,13 @@ def won(write: Callable[[], Any]) -> bool:
     return True
 
 
+def written(write: Callable[[], Any]) -> dt.datetime | None:
+    """Like ``won``, but when ``write`` (a create or an update of ours) stored its document: a
+    later write conditional on that time changes the document only if nobody did since."""
+    times: list[dt.datetime] = []
+    return times[0] if won(lambda: times.append(write())) else None
+
+
 @contextlib.contextmanager
 def translated(action: str) -> Iterator[None]:
     """Firestore's failures as the handler's error kinds (buildkite_events.errors). NOT_FOUND
@@ -186,8 +194,7 @@ SERVER_TIMESTAMP = Sentinel("SERVER_TIMESTAMP")
 """A field value: the time Firestore commits the write."""
 
 
-@dataclass(frozen=True)
-class Increment:
+class Increment(NamedTuple):  # NamedTuples and plain classes here: a dataclass costs a cold start ~1 ms
     """A field value: the field's number plus ``value`` (0 if it had none)."""
 
     value: int
@@ -206,24 +213,28 @@ class ServerTime(dt.datetime):
         return at
 
 
-@dataclass(frozen=True)
-class Precondition:
+class Precondition(NamedTuple):
     update_time: dt.datetime
 
     def as_json(self) -> dict[str, Any]:
         return {"updateTime": getattr(self.update_time, "text", None) or _timestamp(self.update_time)}
 
 
-@dataclass(frozen=True)
 class Snapshot:
     """A document as one read saw it (the library's DocumentSnapshot, for what is used here)."""
 
-    id: str
-    exists: bool
-    read_time: ServerTime
-    update_time: ServerTime | None = None
-    create_time: ServerTime | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("create_time", "data", "exists", "id", "read_time", "update_time")
+
+    def __init__(
+        self,
+        doc_id: str,
+        read_time: ServerTime,
+        document: Mapping[str, Any] | None = None,  # Firestore's Document; None: there is none
+    ) -> None:
+        self.id, self.read_time, self.exists = doc_id, read_time, document is not None
+        self.data = _decode_fields((document or {}).get("fields") or {})
+        self.update_time = ServerTime.parse(document["updateTime"]) if document else None
+        self.create_time = ServerTime.parse(document["createTime"]) if document else None
 
     def to_dict(self) -> dict[str, Any] | None:
         return dict(self.data) if self.exists else None
@@ -290,10 +301,13 @@ class Client:
             conn = None
         if conn is None:
             cls = http.client.HTTPConnection if self.emulator else http.client.HTTPSConnection
-            conn = self._local.conn = cls(self.host, timeout=timeout)
-        conn.timeout = timeout
-        if conn.sock is not None:
-            conn.sock.settimeout(timeout)
+            conn = cls(self.host, timeout=timeout)
+            conn.connect()
+            # A request goes out in two writes (headers, body): without this, Nagle's algorithm
+            # holds the second until the server's delayed ACK of the first, for every call.
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._local.conn = conn
+        conn.sock.settimeout(timeout)
         return conn
 
     def _authorization(self, timeout: float) -> str:
@@ -348,32 +362,31 @@ _HTTP_STATUS = {  # for an answer without Firestore's error body (a proxy's page
 }
 
 
-@dataclass(frozen=True)
 class Collection:
-    client: Client
-    name: str
+    __slots__ = ("client", "name")
+
+    def __init__(self, client: Client, name: str) -> None:
+        self.client, self.name = client, name
 
     def document(self, doc_id: str) -> DocumentReference:
         return DocumentReference(self.client, self.name, doc_id)
 
 
-@dataclass(frozen=True)
 class DocumentReference:
-    client: Client
-    collection: str
-    id: str
+    """One document (the library's DocumentReference, for what is used here). Every call takes
+    ``timeout`` (``call_options()``) and raises FirestoreError."""
+
+    __slots__ = ("client", "collection", "id")
+
+    def __init__(self, client: Client, collection: str, doc_id: str) -> None:
+        self.client, self.collection, self.id = client, collection, doc_id
 
     def name(self) -> str:
         return f"{self.client.database()}/documents/{self.collection}/{self.id}"
 
     def get(self, *, timeout: float = RPC_SECONDS) -> Snapshot:
         (found,) = self.client.call("batchGet", {"documents": [self.name()]}, timeout)
-        read_time = ServerTime.parse(found["readTime"])
-        doc = found.get("found")
-        if doc is None:
-            return Snapshot(self.id, False, read_time)
-        update, create = ServerTime.parse(doc["updateTime"]), ServerTime.parse(doc["createTime"])
-        return Snapshot(self.id, True, read_time, update, create, _decode_fields(doc.get("fields") or {}))
+        return Snapshot(self.id, ServerTime.parse(found["readTime"]), found.get("found"))
 
     def create(self, fields: Mapping[str, Any], *, timeout: float = RPC_SECONDS) -> ServerTime:
         """Write a new document; ALREADY_EXISTS if there is one."""
@@ -487,6 +500,7 @@ class Record:
     value: dict[str, Any]
     version: str
     confirmed: bool
+    written: dt.datetime | None = field(default=None, compare=False, repr=False)  # its document's update time
 
 
 @dataclass(frozen=True)
@@ -540,14 +554,17 @@ class Records:
                 if held is not None and not wanted_order > held.order:
                     return Reservation("stale", held)
                 record = Record(key, wanted_order, wanted, uuid.uuid4().hex, confirmed=False)
-                if self._write(ref, snapshot, record):
-                    return Reservation("reserved", record)
+                at = self._write(ref, snapshot.update_time, record)
+                if at is not None:
+                    return Reservation("reserved", replace(record, written=at))
         raise TransientError(f"{self.kind} record kept changing while being reserved; will try again")
 
     def confirm(self, record: Record) -> Record | None:
         """Record that ``record``'s side effect happened; return a newer record reserved since, if any."""
         ref = self._ref(record.key)
         with translated(f"confirmation of a {self.kind} record"):
+            if record.written is not None and self._write(ref, record.written, replace(record, confirmed=True)):
+                return None  # nobody wrote to it since the reservation: one conditional write
             for _ in range(MAX_CONFLICTS):
                 snapshot = ref.get(**call_options())
                 held = self._record(record.key, snapshot)
@@ -555,7 +572,7 @@ class Records:
                     return held
                 if held is not None and held.confirmed:
                     return None
-                if self._write(ref, snapshot, replace(record, confirmed=True)):
+                if self._write(ref, snapshot.update_time, replace(record, confirmed=True)):
                     return None
         raise TransientError(f"{self.kind} record kept changing while being confirmed; will try again")
 
@@ -567,14 +584,15 @@ class Records:
             return None
         data = snapshot.to_dict() or {}
         try:
-            version = str(data["version"])
-            return Record(key, tuple(data["order"]), dict(data["value"]), version, data.get("confirmed") == version)
+            version, confirmed = str(data["version"]), data.get("confirmed") == data["version"]
+            return Record(key, tuple(data["order"]), dict(data["value"]), version, confirmed, snapshot.update_time)
         except (KeyError, TypeError, ValueError):
             log.warning("record %s is not one this code wrote; replacing it", snapshot.id)
             return None
 
-    def _write(self, ref: Any, snapshot: Any, record: Record) -> bool:
-        """Write ``record`` if the document is as ``snapshot`` saw it; False if another writer won."""
+    def _write(self, ref: Any, update_time: dt.datetime | None, record: Record) -> dt.datetime | None:
+        """Write ``record`` if the document is as last written at ``update_time`` (None: there is
+        none); when it was written, or None if another writer came first."""
         fields = {
             "kind": self.kind,
             "key": record.key[:MAX_STORED_KEY],
@@ -585,6 +603,7 @@ class Records:
             "updated_at": SERVER_TIMESTAMP,
             "expire_at": expire_at(self.ttl),
         }
-        if snapshot.exists:  # every field is written: an update replaces the whole record
-            return won(lambda: ref.update(fields, **unchanged_since(snapshot, self._client), **call_options()))
-        return won(lambda: ref.create(fields, **call_options()))
+        if update_time is not None:  # every field is written: an update replaces the whole record
+            option = (self._client or client()).write_option(last_update_time=update_time)
+            return written(lambda: ref.update(fields, option=option, **call_options()))
+        return written(lambda: ref.create(fields, **call_options()))
