@@ -188,3 +188,26 @@ def test_helper_modules_beside_main_ship_in_the_bundle() -> None:
         assert not list(folder.glob("test_*.py")), name
         shipped_helpers += len(helpers)
     assert shipped_helpers  # slack-notify's slack_web.py at least
+
+
+def test_a_deployed_function_reads_its_manifest_without_a_yaml_parser(tmp_path: Path) -> None:
+    """The ingress checks its publish deadline against the manifest's timeout at start-up: from
+    the bundle that is function.json, and PyYAML (~15 ms of imports) is never loaded."""
+    folder = bundle.package("ingress", build_dir=tmp_path)
+    code = (
+        "import os, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "import main\n"
+        "config, _ = main._setup()\n"
+        "assert 'yaml' not in sys.modules, 'PyYAML was imported'\n"
+        "print(config.publish_deadline_seconds, main._timeout_seconds())\n"
+    )
+    env = {"GOOGLE_CLOUD_PROJECT": "p", "BUILDKITE_WEBHOOK_TOKEN": "t" * 20, "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(folder)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "20.0",
+        str(load_manifest(function_dir("ingress") / "function.yaml").timeout_seconds),
+    ]
