@@ -8,6 +8,8 @@
 - per-event overhead: our plumbing (parse, filter, config, log line) around a no-op
   handler vs bare ``base64`` + ``json.loads`` of the same message;
 - ingress throughput: requests/s on loopback vs a bare functions-framework echo;
+- Firestore state: import + a claim and its completion in a fresh process, ours (REST) vs
+  Google's client library doing the same writes (``state.py``);
 - end to end: webhook in → Slack post at the stand-in, p50 / p95, vs a bare chain
   (functions-framework publish → the emulator → a functions-framework push target), in
   interleaved events on the same emulator (``e2e.py``).
@@ -39,12 +41,13 @@ from buildkite_events.manifest import Manifest
 from buildkite_events.message import to_message
 from buildkite_events.parse import parse_delivery
 from buildkite_events.signature import sign
-from tools import ROOT, bundle
+from tools import LOCAL_PROJECT, LOCAL_STATE_COLLECTION, ROOT, bundle
 from tools.local import emulators
 from tools.local.stack import WEBHOOK_TOKEN, LocalStack, local_stack
 from tools.manifests import function_dir, local_support
 
 from . import e2e
+from . import state as state_bench
 
 BARE = Path(__file__).resolve().parent / "bare"
 PAYLOADS = ROOT / "tests" / "fixtures" / "buildkite" / "payloads"
@@ -93,7 +96,8 @@ def cold_start(source: Path, target: str, env: dict[str, str], request: Request,
         try:
             seconds = _first_2xx(process, port, target, request) - started
         finally:
-            os.killpg(process.pid, 15)
+            with contextlib.suppress(ProcessLookupError):  # it may have exited on its own
+                os.killpg(process.pid, 15)
             process.wait(10)
         output.seek(0)
         logged = output.read().decode(errors="replace")
@@ -272,6 +276,9 @@ def main() -> int:
     print("Starting the local stack (emulators, stand-ins, functions)...", flush=True)
     with local_stack(log_dir) as stack:
         cold = bench_cold(stack, log_dir / "bundles")
+        state_env = {**stack.services["firestore"].env, "GOOGLE_CLOUD_PROJECT": LOCAL_PROJECT}
+        state_env["STATE_COLLECTION"] = LOCAL_STATE_COLLECTION
+        rest, library = state_bench.measure(state_env, COLD_RUNS)
         overhead = bench_overhead(stack)
         latencies = e2e.measure(stack, log_dir)
     ingress_rps, echo_rps, ceiling = bench_throughput(log_dir)
@@ -280,6 +287,11 @@ def main() -> int:
         f" bare imports the same client library (target ≤ {TARGET_COLD}×)"
     )
     ok = all([_row(name, ours, bare, 1e3, "ms", TARGET_COLD) for name, ours, bare in cold])
+    print(f"\nFirestore state: import + a claim and its completion in a fresh process, median of {COLD_RUNS} runs")
+    print(
+        f"  buildkite_events.state (REST) {rest * 1e3:7.1f} ms   google-cloud-firestore {library * 1e3:7.1f} ms"
+        f"   saves {(library - rest) * 1e3:.0f} ms"
+    )
     print(f"\nPer-event overhead: plumbing around a no-op handler vs base64 + json.loads (target ≤ {TARGET_OVERHEAD}×)")
     ok &= all([_row(name, ours, bare, 1e6, "µs", TARGET_OVERHEAD) for name, ours, bare in overhead])
     print(f"\nIngress throughput on loopback, 8 keep-alive clients, {LOAD_SECONDS:.0f} s each")
