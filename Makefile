@@ -54,7 +54,7 @@ package: venv ## Build build/<name>/ for every function (main.py, function.json,
 deploy-%: venv ## Deploy one function's code (gen2) with its manifest's settings, as the build account; never rewrites build/first/
 	$(PY) -m tools.ops.deploy deploy $*
 
-bench: venv ## Cold start, per-event overhead, throughput and end-to-end latency, each against a bare baseline
+bench: venv ## Cold start, per-event overhead, Firestore state, throughput and end-to-end latency, each against a bare baseline
 	$(PY) -m tools.perf.bench
 
 clean: ## Remove build output and caches (keeps .venv)
