@@ -48,13 +48,13 @@ demo: venv ## The main job: the whole fan-out on local emulators, sample webhook
 run-local: venv ## Keep the local stack up and print how to send it a webhook
 	$(PY) -m tools.local.stack run
 
-package: venv ## Build build/<name>/ for every function (main.py, requirements.txt, vendored buildkite_events); build/first/<name>.zip for Terraform once
+package: venv ## Build build/<name>/ for every function (main.py, function.json, requirements.txt, vendored buildkite_events), build/manifests.json and build/first/<name>.zip (once) for Terraform
 	$(PY) -m tools.ops.deploy package $(FUNCTIONS)
 
 deploy-%: venv ## Deploy one function's code (gen2) with its manifest's settings, as the build account; never rewrites build/first/
 	$(PY) -m tools.ops.deploy deploy $*
 
-bench: venv ## Cold start, per-event overhead, throughput and end-to-end latency, each against a bare baseline
+bench: venv ## Cold start, per-event overhead, Firestore state, throughput and end-to-end latency, each against a bare baseline
 	$(PY) -m tools.perf.bench
 
 clean: ## Remove build output and caches (keeps .venv)

@@ -10,7 +10,7 @@
 locals {
   dead_letter_subscriptions = sort(values(local.dead_letter_names))
   delivery_subscriptions = sort(flatten([
-    for name in keys(local.pubsub_functions) : ["${var.topic_name}-${name}", "${var.topic_name}-${name}-replay"]
+    for fn in values(local.pubsub_functions) : [fn.subscription, fn.replay]
   ]))
 
   # Each chart: one or more filter-based queries, drawn as lines or stacked bars.

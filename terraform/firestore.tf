@@ -24,7 +24,7 @@ resource "google_firestore_field" "idempotency_ttl" {
 
   project    = var.project_id
   database   = "(default)"
-  collection = var.idempotency_collection
+  collection = var.state_collection
   field      = "expire_at"
 
   ttl_config {}

@@ -1,9 +1,9 @@
 # Everything below is driven by the function manifests: adding functions/<name>/function.yaml
-# adds that function's service account, secrets, function, subscription and dead-letter
-# queue with no edit here. shared/buildkite_events/manifest.schema.json documents each key.
+# (and running `make package`) adds that function's service account, secrets, function,
+# subscription and dead-letter queue with no edit here.
+# shared/buildkite_events/manifest.schema.json documents each key.
 
 locals {
-  functions_dir       = coalesce(var.functions_dir, "${path.module}/../functions")
   bundle_dir          = coalesce(var.bundle_dir, "${path.module}/../build/first")
   bigquery_schema_dir = coalesce(var.bigquery_schema_dir, "${path.module}/../schemas/bigquery")
   bigquery_views_dir  = coalesce(var.bigquery_views_dir, "${path.module}/../queries/views")
@@ -16,81 +16,65 @@ locals {
 
   labels = merge({ app = "buildkite-fanout" }, var.labels)
 
-  # The folder name is the function's name; the manifest's own name must agree (checked
-  # on the function resource).
-  manifests = {
-    for path in fileset(local.functions_dir, "*/function.yaml") :
-    dirname(path) => yamldecode(file("${local.functions_dir}/${path}"))
+  # The manifests, as `make package` normalises them (tools/manifests.py writes
+  # build/manifests.json from functions/*/function.yaml with buildkite_events.manifest): every
+  # default filled in, secret ids and Pub/Sub names made, problems found. Terraform fills in
+  # the placeholders and stops the plan on any problem (functions.tf) or on a file older than
+  # the manifests (below), so no rule of the manifests is written here a second time.
+  manifests_file = coalesce(var.manifests_file, "${path.module}/../build/manifests.json")
+  normalised     = fileexists(local.manifests_file) ? jsondecode(file(local.manifests_file)) : null
+  manifests      = local.normalised == null ? {} : local.normalised.functions
+  manifests_dir  = local.normalised == null ? "" : "${dirname(local.manifests_file)}/${local.normalised.functions_dir}"
+
+  # Manifests edited, added or removed since the file was written.
+  stale_manifests = local.normalised == null ? [] : sort(distinct(concat(
+    [for name, fn in local.manifests : name if !fileexists("${local.manifests_dir}/${name}/function.yaml") ? true : filesha256("${local.manifests_dir}/${name}/function.yaml") != fn.sha256],
+    [for path in fileset(local.manifests_dir, "*/function.yaml") : dirname(path) if !contains(keys(local.manifests), dirname(path))],
+  )))
+
+  # The manifests' ${placeholders} (buildkite_events.manifest.PLACEHOLDERS), filled in with templatestring.
+  placeholders = {
+    project          = var.project_id
+    region           = var.region
+    topic            = var.topic_name
+    archive_bucket   = local.archive_bucket_name
+    bigquery_dataset = var.bigquery_dataset_id
+    state_collection = var.state_collection
   }
 
   enabled_names = var.enabled_functions == null ? keys(local.manifests) : [
     for name in distinct(var.enabled_functions) : name if contains(keys(local.manifests), name)
   ]
 
-  # One normalised object per enabled function. Optional keys get the defaults of
-  # buildkite_events.manifest; a malformed entry fails here rather than deploying half.
   functions = {
     for name in local.enabled_names : name => {
-      declared_name = try(tostring(local.manifests[name].name), "")
-      description   = try(tostring(local.manifests[name].description), "")
-      trigger       = try(tostring(local.manifests[name].trigger), "")
-      runtime       = try(tostring(local.manifests[name].runtime), "python312")
-      entry_point   = local.manifests[name].entry_point
-      filter        = try(trimspace(local.manifests[name].filter), "")
-      firestore     = length(try(local.manifests[name].state, [])) > 0 # state: [idempotency, records]
-
-      env = {
-        for key, value in try(local.manifests[name].env, null) == null ? tomap({}) : tomap(local.manifests[name].env) :
-        key => replace(replace(replace(replace(replace(replace(value == null ? "" : tostring(value),
-          "$${project}", var.project_id),
-          "$${region}", var.region),
-          "$${topic}", var.topic_name),
-          "$${archive_bucket}", local.archive_bucket_name),
-          "$${bigquery_dataset}", var.bigquery_dataset_id),
-        "$${state_collection}", var.idempotency_collection)
-      }
-
-      # Environment variable -> Secret Manager secret id (<function>-<variable, lower-case, dashes>).
-      secrets = {
-        for variable in try(local.manifests[name].secrets, null) == null ? tolist([]) : tolist(local.manifests[name].secrets) :
-        variable => "${name}-${lower(replace(variable, "_", "-"))}"
-      }
-      # Optional secrets (the previous webhook token during a rotation) are created and readable like
-      # the others, but passed to the function only when var.optional_secrets names them: a function
-      # cannot start with a secret that has no version.
-      optional_secrets = {
-        for variable in try(local.manifests[name].optional_secrets, null) == null ? tolist([]) : tolist(local.manifests[name].optional_secrets) :
-        variable => "${name}-${lower(replace(variable, "_", "-"))}"
-      }
-
-      iam = distinct([
-        for binding in try(local.manifests[name].iam, null) == null ? [] : local.manifests[name].iam :
-        { role = replace(tostring(binding.role), "$${project}", var.project_id), scope = tostring(binding.scope) }
-      ])
-
-      memory          = tostring(local.manifests[name].resources.memory)
-      cpu             = try(tostring(local.manifests[name].resources.cpu), null)
-      timeout_seconds = local.manifests[name].resources.timeout_seconds
-      max_instances   = local.manifests[name].resources.max_instances
-      min_instances   = try(local.manifests[name].resources.min_instances, 0)
-      concurrency     = try(local.manifests[name].resources.concurrency, 1)
-
-      delivery = {
-        ack_deadline_seconds  = try(local.manifests[name].delivery.ack_deadline_seconds, min(600, 60 * (ceil(local.manifests[name].resources.timeout_seconds / 60) + 1)))
-        min_backoff_seconds   = try(local.manifests[name].delivery.min_backoff_seconds, 10)
-        max_backoff_seconds   = try(local.manifests[name].delivery.max_backoff_seconds, 600)
-        max_delivery_attempts = try(local.manifests[name].delivery.max_delivery_attempts, 5)
-      }
+      problems         = local.manifests[name].problems
+      description      = local.manifests[name].description
+      trigger          = local.manifests[name].trigger
+      runtime          = local.manifests[name].runtime
+      entry_point      = local.manifests[name].entry_point
+      filter           = local.manifests[name].filter
+      firestore        = local.manifests[name].uses_firestore
+      env              = { for key, value in local.manifests[name].env : key => templatestring(value, local.placeholders) }
+      secrets          = local.manifests[name].secrets          # VARIABLE -> secret id
+      optional_secrets = local.manifests[name].optional_secrets # passed only when var.optional_secrets names them
+      iam              = [for binding in local.manifests[name].iam : { role = templatestring(binding.role, local.placeholders), scope = binding.scope }]
+      memory           = local.manifests[name].resources.memory
+      cpu              = local.manifests[name].resources.cpu
+      timeout_seconds  = local.manifests[name].resources.timeout_seconds
+      max_instances    = local.manifests[name].resources.max_instances
+      min_instances    = local.manifests[name].resources.min_instances
+      concurrency      = local.manifests[name].resources.concurrency
+      delivery         = local.manifests[name].delivery
+      subscription     = templatestring(local.manifests[name].subscription, local.placeholders)
+      dead_letter      = templatestring(local.manifests[name].dead_letter, local.placeholders)
+      replay           = templatestring(local.manifests[name].replay, local.placeholders)
     }
   }
 
-  http_functions   = { for name, fn in local.functions : name => fn if fn.trigger == "http" }
-  pubsub_functions = { for name, fn in local.functions : name => fn if fn.trigger == "pubsub" }
-
-  # The shortest ack deadline that leaves a push room to finish (cold start, queueing):
-  # the timeout rounded up to a whole minute, plus a minute, at most Pub/Sub's 600 s.
-  # manifest.schema.json holds manifests to the same rule.
-  min_ack_deadline = { for name, fn in local.pubsub_functions : name => min(600, 60 * (ceil(fn.timeout_seconds / 60) + 1)) }
+  http_functions    = { for name, fn in local.functions : name => fn if fn.trigger == "http" }
+  pubsub_functions  = { for name, fn in local.functions : name => fn if fn.trigger == "pubsub" }
+  dead_letter_names = { for name, fn in local.pubsub_functions : name => fn.dead_letter }
 
   # "<function>/<VARIABLE>" -> secret id, for every secret, required or optional, of every enabled function.
   secrets = merge([
@@ -99,7 +83,7 @@ locals {
 
   # Every "<function>/<VARIABLE>" a manifest declares optional (what var.optional_secrets may name).
   declared_optional_secrets = flatten([
-    for name, manifest in local.manifests : [for variable in try(tolist(manifest.optional_secrets), []) : "${name}/${variable}"]
+    for name, manifest in local.manifests : [for variable in keys(manifest.optional_secrets) : "${name}/${variable}"]
   ])
 
   # The Pub/Sub service agent pushes, signs OIDC tokens and dead-letters on our behalf.
@@ -129,6 +113,17 @@ locals {
 
 data "google_project" "this" {
   project_id = var.project_id
+
+  lifecycle {
+    precondition {
+      condition     = local.normalised != null
+      error_message = "${local.manifests_file} is missing: run `make package`, which writes it from functions/*/function.yaml (and the bundles a first apply needs)."
+    }
+    precondition {
+      condition     = length(local.stale_manifests) == 0
+      error_message = "${local.manifests_file} is older than the manifests of ${join(", ", local.stale_manifests)} (edited, added or removed since): run `make package` again."
+    }
+  }
 }
 
 resource "google_project_service" "enabled" {

@@ -90,15 +90,9 @@ output "runtime_roles" {
 
 output "deploy_settings" {
   description = "What `make deploy-<name>` must deploy with so that the next plan shows no changes: the manifests' placeholder values and the functions' labels."
-  value = {
-    project          = var.project_id
-    region           = var.region
-    topic            = var.topic_name
-    archive_bucket   = local.archive_bucket_name
-    bigquery_dataset = var.bigquery_dataset_id
-    public_ingress   = var.public_ingress
-    state_collection = var.idempotency_collection
-    trace_exporter   = var.trace_exporter
-    labels           = local.labels
-  }
+  value = merge(local.placeholders, {
+    public_ingress = var.public_ingress
+    trace_exporter = var.trace_exporter
+    labels         = local.labels
+  })
 }

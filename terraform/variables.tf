@@ -125,14 +125,14 @@ variable "create_firestore_database" {
   default     = true
 }
 
-variable "idempotency_collection" {
-  description = "Firestore collection of the functions' state (claims and ordered records, buildkite_events.state.DEFAULT_COLLECTION); manifests get it as $${state_collection}, and its expire_at field gets a TTL policy."
+variable "state_collection" {
+  description = "Firestore collection of every function's state (claims and ordered records, buildkite_events.state.DEFAULT_COLLECTION, whose name predates the records); manifests get it as $${state_collection}, and its expire_at field gets a TTL policy."
   type        = string
   default     = "buildkite-fanout-idempotency"
 
   validation {
-    condition     = length(var.idempotency_collection) <= 1500 && can(regex("^[A-Za-z0-9_.-]+$", var.idempotency_collection))
-    error_message = "idempotency_collection must be a top-level collection id: letters, digits, _ . or -."
+    condition     = length(var.state_collection) <= 1500 && can(regex("^[A-Za-z0-9_.-]+$", var.state_collection))
+    error_message = "state_collection must be a top-level collection id: letters, digits, _ . or -."
   }
 }
 
@@ -227,8 +227,8 @@ variable "labels" {
 # Where the repository keeps what Terraform reads. null: the repository layout around
 # this folder. The tests point these at fixtures.
 
-variable "functions_dir" {
-  description = "Folder holding one <name>/function.yaml per function. null: ../functions."
+variable "manifests_file" {
+  description = "The normalised manifests `make package` writes from functions/*/function.yaml (tools/manifests.py). null: ../build/manifests.json."
   type        = string
   default     = null
 }

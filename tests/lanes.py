@@ -37,23 +37,12 @@ from tools.local import emulators
 from tools.local.faultproxy import FaultProxy
 from tools.local.standin import StandIn
 from tools.local.topology import Wiring, create_topology
-from tools.manifests import all_manifests, function_dir, function_env
+from tools.manifests import all_manifests, function_dir, function_env, local_support
 
-# What each function calls, when it is not the third-party stand-in.
-UPSTREAM = {"gcs-archive": "gcs", "bigquery-metrics": "bigquery"}
 # Per-request client timeouts: above the 12 s a "slow" fault holds a call (to outlive the 10 s
-# ack deadline), below what a "timeout" fault holds it (tests/test_faults.py).
+# ack deadline), below what a "timeout" fault holds it (tests/test_faults.py). Each function
+# names its timeout's variable in its local_support.py (TIMEOUT_VARIABLE).
 CLIENT_TIMEOUT_SECONDS = 15
-CLIENT_TIMEOUTS = {
-    name: str(CLIENT_TIMEOUT_SECONDS)
-    for name in (
-        "GITHUB_TIMEOUT_SECONDS",
-        "SLACK_TIMEOUT_SECONDS",
-        "TEAMS_TIMEOUT_SECONDS",
-        "JIRA_TIMEOUT_SECONDS",
-        "BIGQUERY_TIMEOUT_SECONDS",
-    )
-}
 
 
 def pubsub_manifests() -> dict[str, Manifest]:
@@ -61,7 +50,17 @@ def pubsub_manifests() -> dict[str, Manifest]:
 
 
 def upstream_of(name: str) -> str:
-    return UPSTREAM.get(name, "standin")
+    """What the function calls on the local stack (its manifest's ``local.upstream``)."""
+    return all_manifests()[name].local.upstream
+
+
+UPSTREAM = {name: m.local.upstream for name, m in pubsub_manifests().items()}
+
+
+def client_timeout(name: str) -> dict[str, str]:
+    """The env that bounds one of the function's upstream calls to ``CLIENT_TIMEOUT_SECONDS``."""
+    variable = getattr(local_support(name), "TIMEOUT_VARIABLE", None)
+    return {variable: str(CLIENT_TIMEOUT_SECONDS)} if variable else {}
 
 
 def fixture_message(name: str) -> tuple[bytes, dict[str, str]]:
@@ -201,28 +200,28 @@ def open_lanes(
             proxy = exits.enter_context(FaultProxy(upstreams[upstream_of(name)]))
             proxies[name] = proxy
             project = _project()
+            upstream = upstream_of(name)
+            dataset_project, _, dataset = bigquery_dataset.rpartition(".")
             values = _values(
                 project,
                 {
                     "archive_bucket": bucket,
-                    "bigquery_dataset": bigquery_dataset.split(".")[-1] if bigquery_dataset else "buildkite",
-                    "bigquery_api_url": proxy.url if upstream_of(name) == "bigquery" else "",
-                    "standin": proxy.url if upstream_of(name) == "standin" else standin.url,
+                    "bigquery_dataset": dataset or "buildkite",
+                    "bigquery_api_url": proxy.url if upstream == "bigquery" else "",
+                    "standin": proxy.url if upstream == "standin" else standin.url,
                 },
             )
+            if upstream == "bigquery" and dataset_project:
+                values["project"] = dataset_project  # its tables' ${project}: where the test made the dataset
             fn_env = {
                 "GOOGLE_CLOUD_PROJECT": project,
                 **{secret: _secret(name, secret) for secret in m.secrets},
                 **function_env(m, values, local=True),
-                **CLIENT_TIMEOUTS,
+                **client_timeout(name),
                 **(env or {}),
             }
-            if upstream_of(name) == "gcs":
+            if upstream == "gcs":
                 fn_env["STORAGE_EMULATOR_HOST"] = proxy.url
-            if upstream_of(name) == "bigquery" and bigquery_dataset:
-                fn_env["BIGQUERY_TABLE"] = f"{bigquery_dataset}.builds"
-                fn_env["BIGQUERY_JOBS_TABLE"] = f"{bigquery_dataset}.jobs"
-                fn_env["BIGQUERY_EVENTS_TABLE"] = f"{bigquery_dataset}.events_raw"
             fn_env.update(env_for(name) if env_for else {})
             service = emulators.start_function(function_dir(name), m.entry_point, env=fn_env, log_dir=log_dir)
             exits.callback(service.stop)

@@ -1,15 +1,21 @@
-"""`make bench`'s end-to-end latency on a tiny scale: every event goes through both chains, interleaved.
+"""`make bench` on a tiny scale: what it times is what it says it times.
 
 Times are measured, never asserted on: what is checked is that each timed event really
 travelled its chain to the end (a Slack post per event at the stand-in, an arrival at the
-bare recorder) and that the two chains took turns.
+bare recorder) and that the two chains took turns; that a cold start only counts when the
+function made its side effect; that the bare baseline loads the client library it is given;
+and that the state benchmark makes the same writes with our client and Google's.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tools.local import stack as local
 from tools.local.standins import slack
@@ -48,3 +54,33 @@ def test_each_event_is_its_own_build_and_carries_its_marker() -> None:
         build = json.loads(body)["build"]
         assert marker in build["web_url"] and build["number"] == int(marker.rsplit("/", 1)[1])
     assert json.loads(first[0])["build"]["id"] != json.loads(second[0])["build"]["id"]
+
+
+def test_a_cold_start_that_makes_no_side_effect_is_not_timed() -> None:
+    from tools.manifests import manifest
+    from tools.perf.bench import __main__ as bench
+
+    request = bench._push_requests(manifest("slack-notify"))
+    assert bench.cold_start(bench.BARE, "noop", {}, request) > 0  # the bare baseline only answers
+    with pytest.raises(RuntimeError, match="without making its side effect"):
+        bench.cold_start(bench.BARE, "noop", {}, request, acts=True)
+
+
+def test_the_bare_baseline_imports_the_client_library_it_is_told_to(tmp_path: Path) -> None:
+    from tools.manifests import manifest
+    from tools.perf.bench import __main__ as bench
+
+    request = bench._push_requests(manifest("slack-notify"))
+    with pytest.raises(RuntimeError, match="exited"):
+        bench.cold_start(bench.BARE, "noop", {"BARE_CLIENT_LIBRARY": "no_such_client_library"}, request)
+
+
+def test_the_state_benchmark_makes_the_same_writes_both_ways(firestore: Any, gcp_project: str) -> None:
+    from buildkite_events.state import DEFAULT_COLLECTION
+    from tools.perf.bench import state
+
+    env = {"FIRESTORE_EMULATOR_HOST": os.environ["FIRESTORE_EMULATOR_HOST"], "GOOGLE_CLOUD_PROJECT": gcp_project}
+    ours, library = state.measure({**env, "STATE_COLLECTION": DEFAULT_COLLECTION}, runs=1)
+    assert ours > 0 and library > 0
+    documents = [doc.to_dict() for doc in firestore.collection(DEFAULT_COLLECTION).stream()]
+    assert sorted(doc["state"] for doc in documents) == ["done"] * 4  # a claim and its completion, twice each way

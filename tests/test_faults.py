@@ -19,8 +19,8 @@ one fresh event at a time goes through these scenarios:
   finished state (no regression), and every other function does what the natural order does.
 
 A summary table is printed (``pytest -s`` or the captured output of a failure shows it).
-Adding a function: give it a ``Probe`` below (the one thing a lane cannot read from the
-manifest: how to observe its side effect); ``test_every_pubsub_function_has_a_probe`` says so.
+A function's probe (the one thing a lane cannot read from the manifest: how to observe its
+side effect) is in its ``local_support.py``; ``test_every_pubsub_function_has_a_probe`` says so.
 
 The Pub/Sub emulator loses messages when two or more fail on one push subscription at once
 with a retry policy's minimum backoff over 0; lanes set it to 0, and the dead-letter
@@ -58,7 +58,7 @@ from tests.lanes import (
 )
 from tests.support import payload
 from tools.local.emulators import Service
-from tools.local.standins import github, jira, slack, teams
+from tools.manifests import local_support
 from tools.ops import dlq
 
 Count = Callable[[Lanes, Lane], int]
@@ -66,52 +66,31 @@ Count = Callable[[Lanes, Lane], int]
 
 @dataclass(frozen=True)
 class Probe:
-    """How to see one function's side effect, and which upstream call makes it."""
+    """How to see one function's side effect, and which upstream call makes it: what the
+    function's ``local_support.py`` says (tools/manifests.py lists the names)."""
 
     fixture: str  # a fixture event this function acts on
     path: str  # regex: the upstream request that makes the side effect (faults are injected there)
     count: Count  # side effects observed so far
     method: str = "POST"
     timeout_hold: float = CLIENT_TIMEOUT_SECONDS + 1  # past the function's client timeout
+    # Checks a build's events in reverse order, when doing what the natural order does is not the rule:
+    # (side effects, what is wrong or None) from (lanes, the build, its final state).
+    reverse_order: Callable[[Lanes, dict[str, Any], str], tuple[int, str | None]] | None = None
 
 
-def _gcs_objects(lanes: Lanes, lane: Lane) -> int:
-    # Successful uploads through the proxy, not objects: an overwrite would count twice.
-    return len(lane.proxy.forwarded(r"^/upload/storage/v1/b/", "POST"))
-
-
-def _bigquery_rows(lanes: Lanes, lane: Lane) -> int:
-    from tools.bigquery import bigquery_client
-
-    project = lanes.bigquery_dataset.split(".")[0]
-    client = bigquery_client(project, lanes.services["bigquery"].url)
-    total = 0
-    for table in ("builds", "jobs"):
-        sql = f"SELECT COUNT(*) AS n FROM `{lanes.bigquery_dataset}.{table}`"  # noqa: S608 - names the test made
-        total += next(iter(client.query(sql, job_retry=None, timeout=30).result(timeout=60)))["n"]
-    return total
-
-
-def _jira_comments(lanes: Lanes, lane: Lane) -> int:
-    return sum(len(jira.new_comments(lanes.standin, key)) for key in list(jira.state(lanes.standin).issues))
-
-
-PROBES: dict[str, Probe] = {
-    "gcs-archive": Probe("build.finished.failed", r"^/upload/storage/v1/b/", _gcs_objects, timeout_hold=21.0),
-    "github-status": Probe(
-        "build.finished.failed", r"/statuses/", lambda lanes, _: len(github.state(lanes.standin).created)
-    ),
-    "slack-notify": Probe(
-        "build.finished.failed", r"/chat\.postMessage", lambda lanes, _: len(slack.posted(lanes.standin))
-    ),
-    "teams-notify": Probe(
-        "build.finished.failed",
-        r"^/teams/",
-        lambda lanes, _: sum(run["status"] == "Succeeded" for run in teams.runs(lanes.standin)),
-    ),
-    "jira-update": Probe("build.finished.passed.jira-key", r"/comment$", _jira_comments),
-    "bigquery-metrics": Probe("build.finished.failed", r"/insertAll$", _bigquery_rows),
-}
+def probe(name: str) -> Probe | None:
+    support = local_support(name)
+    if support is None or not hasattr(support, "side_effects"):
+        return None
+    return Probe(
+        support.FIXTURE,
+        support.SIDE_EFFECT,
+        support.side_effects,
+        getattr(support, "METHOD", "POST"),
+        getattr(support, "TIMEOUT_HOLD", CLIENT_TIMEOUT_SECONDS + 1),
+        getattr(support, "check_reverse_order", None),
+    )
 
 
 @dataclass
@@ -302,9 +281,6 @@ def _wait_listed(lane: Lane, timeout: float) -> dlq.Listing:
         time.sleep(1.0)
 
 
-TERMINAL = {"failed": "failure", "passed": "success"}  # GitHub state of a finished build
-
-
 def natural_order(probe: Probe) -> list[str]:
     """A build's events as Buildkite sends them, finishing as the probe's own fixture when it is one."""
     last = probe.fixture if probe.fixture.startswith("build.finished.") else "build.finished.failed"
@@ -312,7 +288,9 @@ def natural_order(probe: Probe) -> list[str]:
 
 
 def run_lane(lanes: Lanes, name: str) -> list[Row]:
-    runner = Runner(lanes, lanes[name], PROBES[name])
+    found = probe(name)
+    assert found is not None, name
+    runner = Runner(lanes, lanes[name], found)
     runner.baseline = 1  # expected of the clean run itself: at least one side effect
     clean = runner.scenario("clean")
     runner.baseline = clean.expected = max(clean.observed, 1)
@@ -330,15 +308,11 @@ def run_lane(lanes: Lanes, name: str) -> list[Row]:
     natural, _ = runner.build_in_order(order, "natural order")
     reverse, build = runner.build_in_order(list(reversed(order)), "reverse order")
     row = Row(name, "build events in reverse order", 3, natural, reverse)
-    if name == "github-status":  # fewer statuses (the older states are skipped), and never a step back
-        on_commit = github.statuses(lanes.standin, "my-great-org/my-pipeline", build["commit"])
-        row.expected = row.observed = len(on_commit)
-        states = [status["state"] for status in on_commit]  # newest first
-        final = TERMINAL[payload(order[-1])["build"]["state"]]
-        if not states or states[0] != final:
-            row.unsettled, row.note = 1, f"statuses on the commit, newest first: {states}"
-        else:
-            row.note = f"{natural} statuses in order, {reverse} in reverse; newest: {final}"
+    if runner.probe.reverse_order is not None:
+        final = payload(order[-1])["build"]["state"]
+        row.expected, wrong = runner.probe.reverse_order(lanes, build, final)
+        row.observed = row.expected
+        row.unsettled, row.note = (1, wrong) if wrong else (0, f"{natural} in order, {reverse} in reverse; {final}")
     elif natural == 0:
         row.unsettled, row.note = 1, "no side effect in either order: the scenario proves nothing"
     runner.rows.append(row)
@@ -384,11 +358,13 @@ def every_lane(
 
 
 def test_every_pubsub_function_has_a_probe() -> None:
-    missing = sorted(set(pubsub_manifests()) - set(PROBES))
-    assert not missing, f"add a Probe to tests/test_faults.py for {missing}: how to observe its side effect"
-    for name, probe in PROBES.items():
-        assert name in pubsub_manifests(), f"{name} has a probe but no manifest"
-        assert probe.fixture in accepted_fixtures(pubsub_manifests()[name]), (name, probe.fixture)
+    for name, manifest in pubsub_manifests().items():
+        found = probe(name)
+        assert found is not None, (
+            f"functions/{name}/local_support.py must say how to see its side effect (FIXTURE, SIDE_EFFECT,"
+            " side_effects(lanes, lane)): tools/manifests.py describes it"
+        )
+        assert found.fixture in accepted_fixtures(manifest), (name, found.fixture)
 
 
 def test_faults_redelivery_and_reordering_lose_nothing_and_do_nothing_twice(

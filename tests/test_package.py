@@ -15,11 +15,16 @@ from typing import Any
 
 import pytest
 
+from buildkite_events.manifest import load_manifest
 from tests.support import envelope, payload
-from tools import ROOT
+from tools import ROOT, bundle
 from tools.local import emulators
-from tools.manifests import all_manifests
+from tools.manifests import LOCAL_SUPPORT, all_manifests, function_dir
 from tools.ops import deploy
+
+
+def own(name: str) -> str:
+    return (function_dir(name) / "requirements.txt").read_text()
 
 
 def test_every_function_packages_with_the_shared_package_vendored(tmp_path: Path) -> None:
@@ -27,11 +32,17 @@ def test_every_function_packages_with_the_shared_package_vendored(tmp_path: Path
         folder = deploy.package(name)
         assert (folder / "main.py").read_bytes() == (ROOT / "functions" / name / "main.py").read_bytes()
         assert (folder / "function.yaml").is_file()
+        assert json.loads((folder / "function.json").read_text()) == manifest.raw  # read at run time, no YAML
+        assert load_manifest(folder / "function.yaml") == manifest
         assert (folder / "buildkite_events" / "handler.py").is_file()
         assert not list(folder.rglob("__pycache__"))
-        requirements = (folder / "requirements.txt").read_text()
+        assert not (folder / LOCAL_SUPPORT).exists()
+        requirements = "\n".join(
+            line for line in (folder / "requirements.txt").read_text().splitlines() if line[:1] != "#"
+        )
         assert "functions-framework" in requirements and "tenacity" in requirements
-        assert ("google-cloud-firestore" in requirements) == manifest.uses_firestore
+        assert "google-cloud-firestore" not in requirements  # state speaks Firestore's REST API
+        assert ("google-auth" in requirements) == (manifest.uses_firestore or "google-auth" in own(name))
         with zipfile.ZipFile(folder.parent / f"{name}.zip") as archive:
             assert "main.py" in archive.namelist()
         first = (folder.parent / f"{name}.zip").read_bytes()
@@ -69,24 +80,26 @@ def test_terraform_reads_first_bundles_from_a_path_deploy_never_writes(
     default = re.search(r'bundle_dir\s+=\s+coalesce\(var\.bundle_dir, "\$\{path\.module\}/([^"]+)"\)', main_tf)
     assert default, "terraform/main.tf: bundle_dir default not found"
     terraform_dir = (ROOT / "terraform" / default.group(1)).resolve()
-    assert terraform_dir == deploy.FIRST_BUNDLE_DIR.resolve()
+    assert terraform_dir == bundle.FIRST_BUNDLE_DIR.resolve()
     # What `make deploy-<name>` writes (its --source folder and the zip) lies outside it.
-    for written in (deploy.BUILD_DIR / "gcs-archive", deploy.BUILD_DIR / "gcs-archive.zip"):
+    for written in (bundle.BUILD_DIR / "gcs-archive", bundle.BUILD_DIR / "gcs-archive.zip"):
         assert not written.resolve().is_relative_to(terraform_dir), written
 
     first = tmp_path / "first"
-    monkeypatch.setattr(deploy, "FIRST_BUNDLE_DIR", first)
+    monkeypatch.setattr(bundle, "FIRST_BUNDLE_DIR", first)
     monkeypatch.setenv("DRY_RUN", "1")
     monkeypatch.setenv("PROJECT", "acme-ci")
     assert deploy.main(["deploy", "gcs-archive"]) == 0
     assert not first.exists()  # a deploy writes no first bundle
     assert deploy.main(["package", "gcs-archive"]) == 0
-    bundle = first / "gcs-archive.zip"
-    assert bundle.read_bytes() == (deploy.BUILD_DIR / "gcs-archive.zip").read_bytes()
-    bundle.write_bytes(b"the first code Terraform uploaded")
+    normalised = json.loads((bundle.BUILD_DIR / "manifests.json").read_text())  # what Terraform reads
+    assert sorted(normalised["functions"]) == sorted(all_manifests())  # every function, whichever were packaged
+    first_zip = first / "gcs-archive.zip"
+    assert first_zip.read_bytes() == (bundle.BUILD_DIR / "gcs-archive.zip").read_bytes()
+    first_zip.write_bytes(b"the first code Terraform uploaded")
     assert deploy.main(["package", "gcs-archive"]) == 0
     assert deploy.main(["deploy", "gcs-archive"]) == 0
-    assert bundle.read_bytes() == b"the first code Terraform uploaded"  # written once, never again
+    assert first_zip.read_bytes() == b"the first code Terraform uploaded"  # written once, never again
     capsys.readouterr()
 
 
@@ -134,12 +147,12 @@ def test_a_bundle_installs_into_a_fresh_venv_and_serves_a_push(
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    bundle = deploy.package("gcs-archive")
+    folder = deploy.package("gcs-archive")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "-r", str(bundle / "requirements.txt")],
+        [str(python), "-m", "pip", "install", "--quiet", "-r", str(folder / "requirements.txt")],
         check=True,
         timeout=600,
     )
@@ -148,7 +161,7 @@ def test_a_bundle_installs_into_a_fresh_venv_and_serves_a_push(
     )
     env = {"ARCHIVE_BUCKET": bucket.name, "GOOGLE_CLOUD_PROJECT": gcp_project, **gcs_server.env}
     server = emulators.start_function(
-        bundle, "archive_build_data", env=env, log_dir=tmp_path, python=python, timeout=60
+        folder, "archive_build_data", env=env, log_dir=tmp_path, python=python, timeout=60
     )
     with server:
         body = json.dumps(envelope(payload("build.finished.failed"))).encode()
@@ -168,10 +181,33 @@ def test_a_bundle_installs_into_a_fresh_venv_and_serves_a_push(
 def test_helper_modules_beside_main_ship_in_the_bundle() -> None:
     shipped_helpers = 0
     for name in all_manifests():
-        source = deploy.ROOT / "functions" / name
-        helpers = {p.name for p in source.glob("*.py") if not p.name.startswith("test_")} - {"main.py"}
+        source = function_dir(name)
+        helpers = {p.name for p in source.glob("*.py") if not p.name.startswith("test_")} - {"main.py", LOCAL_SUPPORT}
         folder = deploy.package(name)
         assert helpers <= {p.name for p in folder.glob("*.py")}, name
         assert not list(folder.glob("test_*.py")), name
         shipped_helpers += len(helpers)
     assert shipped_helpers  # slack-notify's slack_web.py at least
+
+
+def test_a_deployed_function_reads_its_manifest_without_a_yaml_parser(tmp_path: Path) -> None:
+    """The ingress checks its publish deadline against the manifest's timeout at start-up: from
+    the bundle that is function.json, and PyYAML (~15 ms of imports) is never loaded."""
+    folder = bundle.package("ingress", build_dir=tmp_path)
+    code = (
+        "import os, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "import main\n"
+        "config, _ = main._setup()\n"
+        "assert 'yaml' not in sys.modules, 'PyYAML was imported'\n"
+        "print(config.publish_deadline_seconds, main._timeout_seconds())\n"
+    )
+    env = {"GOOGLE_CLOUD_PROJECT": "p", "BUILDKITE_WEBHOOK_TOKEN": "t" * 20, "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(folder)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "20.0",
+        str(load_manifest(function_dir("ingress") / "function.yaml").timeout_seconds),
+    ]

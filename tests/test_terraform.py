@@ -166,15 +166,15 @@ def test_terraform_filter_check_agrees_with_the_python_parser(path: Path) -> Non
         parse_filter(text)
 
 
-def test_the_idempotency_collection_is_the_one_the_code_uses() -> None:
+def test_the_state_collection_is_the_one_the_code_uses() -> None:
     variables = (TERRAFORM / "variables.tf").read_text(encoding="utf-8")
-    block = variables[variables.index('variable "idempotency_collection"') :]
+    block = variables[variables.index('variable "state_collection"') :]
     default = re.search(r'default\s+=\s+"([^"]+)"', block)
     assert default and default.group(1) == DEFAULT_COLLECTION
     firestore = (TERRAFORM / "firestore.tf").read_text(encoding="utf-8")
     assert 'field      = "expire_at"' in firestore  # the TTL field of every state document
     main_tf = (TERRAFORM / "main.tf").read_text(encoding="utf-8")
-    assert '"$${state_collection}", var.idempotency_collection' in main_tf  # what manifests read
+    assert "state_collection = var.state_collection" in main_tf  # what manifests read as ${state_collection}
 
 
 def test_bigquery_schema_files_are_what_terraform_accepts() -> None:
@@ -211,7 +211,7 @@ def test_make_deploy_uses_the_names_terraform_creates(monkeypatch: pytest.Monkey
     assert values["bigquery_dataset"] == _terraform_default("bigquery_dataset_id")
     assert 'coalesce(var.archive_bucket_name, "${var.project_id}-buildkite-archive")' in main_tf
     assert values["archive_bucket"] == "my-ci-project-buildkite-archive"
-    assert values["state_collection"] == _terraform_default("idempotency_collection")
+    assert values["state_collection"] == _terraform_default("state_collection")
     assert _terraform_default("region") == "us-central1"
 
     command = deploy.deploy_command("ingress", values)

@@ -7,7 +7,7 @@
 - ``tools/perf``: benchmarks and load (``make bench``, ``make load``);
 - ``tools/terraform``: the offline Terraform toolchain (``make terraform-check``).
 
-Modules at this level (manifests, BigQuery set-up, these constants) serve every room; rooms
+Modules at this level (manifests, bundles, BigQuery set-up, these constants) serve every room; rooms
 never import each other except through them (ops and perf may start local emulators).
 """
 

@@ -45,6 +45,7 @@ from .event import BuildkiteEvent, Job
 from .state import (
     MAX_CONFLICTS,
     MAX_STORED_KEY,
+    SERVER_TIMESTAMP,
     Record,
     Records,
     call_options,
@@ -324,8 +325,6 @@ def _update(key: str, change: Callable[[dict[str, Any], dt.datetime], str]) -> t
     Firestore's clock) and write it only if it changed, conditionally on the document read:
     when another writer came first, read and apply again. The revision grows when what a
     message shows changes (jobs, snapshot), not when a message is noted."""
-    from google.cloud import firestore
-
     ref = document(BUILD_KIND, key)
     with translated("update of a build record"):
         for _ in range(MAX_CONFLICTS):
@@ -345,7 +344,7 @@ def _update(key: str, change: Callable[[dict[str, Any], dt.datetime], str]) -> t
                 "kind": BUILD_KIND,
                 "key": key[:MAX_STORED_KEY],
                 "revision": revision,
-                "updated_at": firestore.SERVER_TIMESTAMP,
+                "updated_at": SERVER_TIMESTAMP,
                 "expire_at": expire_at(dt.timedelta(days=TTL_DAYS)),
             }
             if _write(ref, snapshot, fields):

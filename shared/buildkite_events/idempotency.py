@@ -18,6 +18,8 @@ exactly one acquires. A claim is a lease: if its holder dies (instance killed, t
 lease runs out and the next delivery takes it over. Lease age is measured on the server's
 clock (document update time vs. the read's time), so instance clock skew cannot cut a live
 lease short. Every write after a read is conditional on the document being unchanged.
+A claim remembers when it wrote its document, so that ``complete`` and ``release`` of a
+claim nobody touched since are one conditional write, without a read first.
 
 ``complete`` records "done" even when the caller's lease was lost in the meantime: once
 the side effect has happened, remembering that is what keeps later deliveries from
@@ -30,20 +32,24 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import TransientError
 from .state import (
     MAX_CONFLICTS,
     MAX_STORED_KEY,
+    SERVER_TIMESTAMP,
+    Increment,
     call_options,
     check_kind,
+    client,
     document,
     expire_at,
     translated,
     unchanged_since,
     won,
+    written,
 )
 
 __all__ = ["Claim", "IdempotencyStore"]
@@ -58,6 +64,7 @@ class Claim:
     doc_id: str
     token: str
     state: Literal["acquired", "done"]  # done = the side effect already happened: skip it
+    written: dt.datetime | None = field(default=None, compare=False)  # when acquiring wrote the document
 
 
 class IdempotencyStore:
@@ -76,12 +83,13 @@ class IdempotencyStore:
         ref = self._ref(key)
         token = uuid.uuid4().hex
         with translated("claim"):
-            if won(lambda: ref.create(self._pending(key, token), **call_options())):
-                return Claim(key, self.scope, ref.id, token, "acquired")
+            at = written(lambda: ref.create(self._pending(key, token), **call_options()))
+            if at is not None:
+                return Claim(key, self.scope, ref.id, token, "acquired", at)
             for _ in range(MAX_CONFLICTS):
-                state = self._claim_existing(ref, key, token)
-                if state is not None:
-                    return Claim(key, self.scope, ref.id, token, state)
+                found = self._claim_existing(ref, key, token)
+                if found is not None:
+                    return Claim(key, self.scope, ref.id, token, *found)
         raise TransientError(f"{ref.id} kept changing while being claimed; will try again")
 
     def complete(self, claim: Claim, **details: str | int | None) -> None:
@@ -90,6 +98,9 @@ class IdempotencyStore:
             return
         ref = self._ref(claim.key)
         with translated("complete"):
+            unchanged = self._unchanged(claim.written)  # still as acquiring left it: pending, ours
+            if unchanged and won(lambda: ref.update(self._done(claim, details), **unchanged, **call_options())):
+                return
             for _ in range(MAX_CONFLICTS):
                 snapshot = ref.get(**call_options())
                 data = (snapshot.to_dict() or {}) if snapshot.exists else {}
@@ -110,6 +121,11 @@ class IdempotencyStore:
             return
         ref = self._ref(claim.key)
         with translated("release"):
+            unchanged = self._unchanged(claim.written)  # ours only if nobody wrote to it since we acquired it
+            if unchanged:
+                if not won(lambda: ref.delete(**unchanged, **call_options())):
+                    log.info("idempotency record %s is no longer ours to release", ref.id)
+                return
             snapshot = ref.get(**call_options())
             data = (snapshot.to_dict() or {}) if snapshot.exists else {}
             mine = data.get("state") == "pending" and data.get("owner") == claim.token
@@ -118,16 +134,18 @@ class IdempotencyStore:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _claim_existing(self, ref: Any, key: str, token: str) -> Literal["acquired", "done"] | None:
-        """One read and at most one conditional write; None if another writer came first."""
-        from google.cloud import firestore
-
+    def _claim_existing(
+        self, ref: Any, key: str, token: str
+    ) -> tuple[Literal["acquired", "done"], dt.datetime | None] | None:
+        """One read and at most one conditional write: the state and, if acquired, when it was
+        written; None if another writer came first."""
         snapshot = ref.get(**call_options())
         if not snapshot.exists:  # released between our create() and this read
-            return "acquired" if won(lambda: ref.create(self._pending(key, token), **call_options())) else None
+            at = written(lambda: ref.create(self._pending(key, token), **call_options()))
+            return None if at is None else ("acquired", at)
         data = snapshot.to_dict() or {}
         if data.get("state") == "done":
-            return "done"
+            return "done", None
         lease = float(data.get("lease_seconds") or self.lease_seconds)
         now = snapshot.read_time or dt.datetime.now(dt.UTC)
         # Every write to a pending document (create or takeover) restarts its lease.
@@ -138,13 +156,14 @@ class IdempotencyStore:
             "owner": token,
             "previous_owner": data.get("owner"),
             "lease_seconds": self.lease_seconds,
-            "attempts": firestore.Increment(1),
-            "claimed_at": firestore.SERVER_TIMESTAMP,
+            "attempts": Increment(1),
+            "claimed_at": SERVER_TIMESTAMP,
         }
-        if not won(lambda: ref.update(takeover, **unchanged_since(snapshot, self._client), **call_options())):
+        at = written(lambda: ref.update(takeover, **unchanged_since(snapshot, self._client), **call_options()))
+        if at is None:
             return None
         log.warning("idempotency lease on %s expired %.1fs ago; took it over", ref.id, -left)
-        return "acquired"
+        return "acquired", at
 
     def _record_done(self, ref: Any, snapshot: Any, claim: Claim, details: dict[str, Any]) -> bool:
         done = self._done(claim, details)
@@ -155,30 +174,30 @@ class IdempotencyStore:
     def _ref(self, key: str) -> Any:
         return document(self.scope, key, self._client)
 
+    def _unchanged(self, written: dt.datetime | None) -> dict[str, Any]:
+        """``option=`` for a write that must fail if the document changed since ``written`` (none: {})."""
+        return {} if written is None else {"option": (self._client or client()).write_option(last_update_time=written)}
+
     def _base(self, key: str) -> dict[str, Any]:
         return {"scope": self.scope, "key": key[:MAX_STORED_KEY]}
 
     def _pending(self, key: str, token: str) -> dict[str, Any]:
-        from google.cloud import firestore
-
         return {
             **self._base(key),
             "state": "pending",
             "owner": token,
             "lease_seconds": self.lease_seconds,
             "attempts": 1,
-            "claimed_at": firestore.SERVER_TIMESTAMP,
+            "claimed_at": SERVER_TIMESTAMP,
             # A claim whose holder vanished without release still gets cleaned up.
             "expire_at": expire_at(self.ttl),
         }
 
     def _done(self, claim: Claim, details: dict[str, Any]) -> dict[str, Any]:
-        from google.cloud import firestore
-
         return {
             "state": "done",
             "completed_by": claim.token,
-            "completed_at": firestore.SERVER_TIMESTAMP,
+            "completed_at": SERVER_TIMESTAMP,
             "expire_at": expire_at(self.ttl),
             "details": details,
         }

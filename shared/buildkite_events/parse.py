@@ -102,7 +102,7 @@ def load_json(text: str) -> Any:
     if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _too_deep(text):
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+        return _DECODER.decode(text)
     except RecursionError:  # unreachable through _too_deep; kept as the last line of defence
         raise ValueError("nested too deeply") from None
 
@@ -133,6 +133,9 @@ def _finite(literal: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"the number {literal[:20]} is out of range")
     return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)  # json.loads(**options) makes one a call
 
 
 def _json_object(raw: bytes | bytearray, what: str) -> dict[str, Any]:

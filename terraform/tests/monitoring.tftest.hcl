@@ -15,7 +15,7 @@ mock_provider "time" {}
 
 variables {
   project_id            = "fanout-test"
-  functions_dir         = "tests/fixtures/functions"
+  manifests_file        = "tests/fixtures/manifests.json"
   bundle_dir            = "tests/fixtures/bundles"
   bigquery_schema_dir   = "tests/fixtures/schemas"
   bigquery_views_dir    = "tests/fixtures/views"

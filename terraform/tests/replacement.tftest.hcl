@@ -19,7 +19,7 @@ mock_provider "time" {}
 
 variables {
   project_id            = "fanout-test"
-  functions_dir         = "tests/fixtures/functions"
+  manifests_file        = "tests/fixtures/manifests.json"
   bundle_dir            = "tests/fixtures/bundles"
   bigquery_schema_dir   = "tests/fixtures/schemas"
   bigquery_views_dir    = "tests/fixtures/views"
@@ -47,7 +47,7 @@ run "the_grant_is_replaced_with_its_subscription" {
   command = apply
 
   variables {
-    functions_dir = "tests/fixtures/new-filter/functions"
+    manifests_file = "tests/fixtures/new-filter/manifests.json"
   }
 
   assert {

@@ -6,7 +6,7 @@ mock_provider "time" {}
 
 variables {
   project_id          = "fanout-test"
-  functions_dir       = "tests/fixtures/functions"
+  manifests_file      = "tests/fixtures/manifests.json"
   bundle_dir          = "tests/fixtures/bundles"
   bigquery_schema_dir = "tests/fixtures/empty"
   bigquery_views_dir  = "tests/fixtures/empty"
@@ -57,19 +57,19 @@ run "an_invalid_subscription_filter" {
   command = plan
 
   variables {
-    functions_dir = "tests/fixtures/bad-filter/functions"
-    bundle_dir    = "tests/fixtures/bad-filter/bundles"
+    manifests_file = "tests/fixtures/bad-filter/manifests.json"
+    bundle_dir     = "tests/fixtures/bad-filter/bundles"
   }
 
-  expect_failures = [google_pubsub_subscription.push]
+  expect_failures = [google_cloudfunctions2_function.function]
 }
 
 run "an_unknown_env_placeholder" {
   command = plan
 
   variables {
-    functions_dir = "tests/fixtures/bad-placeholder/functions"
-    bundle_dir    = "tests/fixtures/bad-placeholder/bundles"
+    manifests_file = "tests/fixtures/bad-placeholder/manifests.json"
+    bundle_dir     = "tests/fixtures/bad-placeholder/bundles"
   }
 
   expect_failures = [google_cloudfunctions2_function.function]
@@ -79,8 +79,8 @@ run "a_manifest_named_unlike_its_folder" {
   command = plan
 
   variables {
-    functions_dir = "tests/fixtures/bad-name/functions"
-    bundle_dir    = "tests/fixtures/bad-name/bundles"
+    manifests_file = "tests/fixtures/bad-name/manifests.json"
+    bundle_dir     = "tests/fixtures/bad-name/bundles"
   }
 
   expect_failures = [google_cloudfunctions2_function.function]
@@ -90,11 +90,32 @@ run "a_custom_role_terraform_does_not_define" {
   command = plan
 
   variables {
-    functions_dir = "tests/fixtures/bad-role/functions"
-    bundle_dir    = "tests/fixtures/bad-role/bundles"
+    manifests_file = "tests/fixtures/bad-role/manifests.json"
+    bundle_dir     = "tests/fixtures/bad-role/bundles"
   }
 
   expect_failures = [google_cloudfunctions2_function.function]
+}
+
+run "manifests_not_normalised_yet" {
+  command = plan
+
+  variables {
+    manifests_file = "tests/fixtures/empty/manifests.json"
+  }
+
+  # No build/manifests.json: the plan stops rather than seeing no functions at all.
+  expect_failures = [data.google_project.this]
+}
+
+run "manifests_changed_since_they_were_normalised" {
+  command = plan
+
+  variables {
+    manifests_file = "tests/fixtures/stale/manifests.json"
+  }
+
+  expect_failures = [data.google_project.this]
 }
 
 run "a_project_name_instead_of_an_id" {
@@ -131,11 +152,11 @@ run "an_ack_deadline_shorter_than_the_timeout_plus_a_margin" {
   command = plan
 
   variables {
-    functions_dir = "tests/fixtures/short-ack/functions"
-    bundle_dir    = "tests/fixtures/short-ack/bundles"
+    manifests_file = "tests/fixtures/short-ack/manifests.json"
+    bundle_dir     = "tests/fixtures/short-ack/bundles"
   }
 
-  expect_failures = [google_pubsub_subscription.push]
+  expect_failures = [google_cloudfunctions2_function.function]
 }
 
 run "an_unknown_public_ingress_mode" {

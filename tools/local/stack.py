@@ -27,7 +27,7 @@ from buildkite_events.manifest import Manifest
 from buildkite_events.signature import sign
 from tools import LOCAL_PROJECT, LOCAL_STATE_COLLECTION, ROOT, TOPIC
 from tools.local import emulators
-from tools.manifests import all_manifests, function_dir, function_env
+from tools.manifests import all_manifests, function_dir, function_env, local_support
 
 from . import timeline
 from .standin import StandIn
@@ -245,19 +245,10 @@ def report(stack: LocalStack, posted: list[tuple[str, int]]) -> str:
 
 
 def _function_report(stack: LocalStack, name: str) -> list[str]:
-    """Per-function extras: a provider module may add ``report(stack)``; the archive lists objects."""
-    if name == "gcs-archive":
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import storage
-
-        client = storage.Client(project=PROJECT, credentials=AnonymousCredentials())
-        blobs = list(client.list_blobs(ARCHIVE_BUCKET))
-        return [f"bucket gs://{ARCHIVE_BUCKET} holds {len(blobs)} objects"]
-    if name == "bigquery-metrics":
-        from tools.bigquery import bigquery_client, demo_lines
-
-        return demo_lines(bigquery_client(PROJECT, stack.services["bigquery"].url), PROJECT, BIGQUERY_DATASET)
-    return []
+    """A function's own lines: ``demo_report(stack)`` in its local_support.py, if it has one
+    (what third-party stand-ins received, their providers report)."""
+    report = getattr(local_support(name), "demo_report", None)
+    return list(report(stack)) if report else []
 
 
 def demo() -> int:

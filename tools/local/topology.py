@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from buildkite_events import manifest as model
 from buildkite_events.manifest import Manifest
 
 
@@ -26,13 +27,13 @@ class Wiring:
 
 
 def subscription_name(project: str, topic: str, function: str) -> str:
-    """The function's push subscription, named as Terraform names it: ``<topic>-<function>``."""
-    return f"projects/{project}/subscriptions/{topic}-{function}"
+    """The function's push subscription, named as Terraform names it (buildkite_events.manifest)."""
+    return f"projects/{project}/subscriptions/{model.subscription_name(topic, function)}"
 
 
 def dead_letter_names(project: str, function: str, topic: str = "buildkite-events") -> tuple[str, str]:
-    """(dead-letter topic, its pull subscription), both ``<topic>-<function>-dead-letter`` as in Terraform."""
-    name = f"{topic}-{function}-dead-letter"
+    """(dead-letter topic, its pull subscription), named as Terraform names them (buildkite_events.manifest)."""
+    name = model.dead_letter_name(topic, function)
     return f"projects/{project}/topics/{name}", f"projects/{project}/subscriptions/{name}"
 
 

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from buildkite_events.manifest import Manifest
+from buildkite_events.manifest import Manifest, dead_letter_name, min_ack_deadline, replay_name
 from tools import TOPIC
 from tools.manifests import all_manifests
 
@@ -89,11 +89,6 @@ def _post_unsigned(url: str) -> int | None:
         return None
 
 
-def min_ack_deadline(timeout_seconds: int) -> int:
-    """terraform/main.tf min_ack_deadline: the timeout rounded up to a whole minute, plus a minute."""
-    return min(600, 60 * (-(-timeout_seconds // 60) + 1))
-
-
 def check_function(gcloud: Gcloud, name: str, m: Manifest, region: str) -> tuple[list[Check], str]:
     """Checks of one function, and its URL ("" when it could not be read)."""
     project = gcloud.project
@@ -119,7 +114,7 @@ def check_function(gcloud: Gcloud, name: str, m: Manifest, region: str) -> tuple
 
 def check_subscription(gcloud: Gcloud, name: str, m: Manifest, topic: str, url: str, agent: str) -> list[Check]:
     project = gcloud.project
-    subject = f"{topic}-{name}"
+    subject = m.subscription(topic)
     sub = gcloud("pubsub", "subscriptions", "describe", subject)
     if sub is None:
         return [
@@ -128,7 +123,7 @@ def check_subscription(gcloud: Gcloud, name: str, m: Manifest, topic: str, url: 
             )
         ]
     push = sub.get("pushConfig", {})
-    dead_letter = f"projects/{project}/topics/{topic}-{name}-dead-letter"
+    dead_letter = f"projects/{project}/topics/{dead_letter_name(topic, name)}"
     push_account = f"{PUSH_ACCOUNT}@{project}.iam.gserviceaccount.com"
     deadline = min_ack_deadline(m.timeout_seconds)
     endpoint, token = push.get("pushEndpoint", ""), push.get("oidcToken", {}).get("serviceAccountEmail")
@@ -146,8 +141,8 @@ def check_subscription(gcloud: Gcloud, name: str, m: Manifest, topic: str, url: 
     ]
     for what, resource, role, command in (
         ("subscription", subject, "roles/pubsub.subscriber", ("pubsub", "subscriptions")),
-        ("replay subscription", f"{subject}-replay", "roles/pubsub.subscriber", ("pubsub", "subscriptions")),
-        ("dead-letter topic", f"{subject}-dead-letter", "roles/pubsub.publisher", ("pubsub", "topics")),
+        ("replay subscription", replay_name(topic, name), "roles/pubsub.subscriber", ("pubsub", "subscriptions")),
+        ("dead-letter topic", dead_letter_name(topic, name), "roles/pubsub.publisher", ("pubsub", "topics")),
     ):
         policy = gcloud(*command, "get-iam-policy", resource)
         granted = agent in _members(policy, role)

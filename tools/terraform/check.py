@@ -21,10 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools import manifests
+
 from . import schema, toolchain
 from .schema import ROOT, TERRAFORM_DIR
 
-FUNCTIONS_DIR = ROOT / "functions"
+FUNCTIONS_DIR = manifests.FUNCTIONS_DIR
 
 
 @dataclass(frozen=True)
@@ -78,12 +80,15 @@ def _with_standin(step: str, args: Sequence[str]) -> Result:
     with tempfile.TemporaryDirectory(prefix="terraform-check-") as tmp, toolchain.standin_server() as reattach:
         folder = Path(tmp)
         env = {"TF_CLI_CONFIG_FILE": str(toolchain.cli_config(plugins, folder)), "TF_REATTACH_PROVIDERS": reattach}
-        # Substitute bundles for the tests that read the repository's own manifests.
+        # Substitute bundles and the normalised manifests (`make package` makes both) for the
+        # tests that read the repository's own manifests.
         bundles = folder / "bundles"
         bundles.mkdir()
         for manifest in FUNCTIONS_DIR.glob("*/function.yaml"):
             zipfile.ZipFile(bundles / f"{manifest.parent.name}.zip", "w").close()
-        argv = [arg.replace("{bundles}", str(bundles)) for arg in args]
+        normalised = folder / "manifests.json"
+        manifests.write_normalised(FUNCTIONS_DIR, normalised)
+        argv = [arg.replace("{bundles}", str(bundles)).replace("{manifests}", str(normalised)) for arg in args]
         return _run(step, [*tf.command, f"-chdir={TERRAFORM_DIR}", *argv], env=env)
 
 
@@ -92,7 +97,8 @@ def check_validate() -> Result:
 
 
 def check_test() -> Result:
-    return _with_standin("test", ["test", "-no-color", "-compact-warnings", "-var=bundle_dir={bundles}"])
+    test = ["test", "-no-color", "-compact-warnings", "-var=bundle_dir={bundles}", "-var=manifests_file={manifests}"]
+    return _with_standin("test", test)
 
 
 def check_checkov() -> Result:

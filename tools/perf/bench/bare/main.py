@@ -2,9 +2,12 @@
 
 ``echo`` and ``noop`` answer at once; ``publish`` and ``arrive`` are the two ends of the bare
 chain ``make bench`` times beside ours (tools/perf/bench/e2e.py). Their imports stay inside
-them, so that the cold-start baseline loads nothing more than functions-framework.
+them, so that the cold-start baseline loads nothing more than functions-framework and, when
+``BARE_CLIENT_LIBRARY`` names one, the integration's own client library (its manifest's
+``local.client_library``): what any implementation of that integration loads.
 """
 
+import importlib
 import os
 import threading
 from typing import Any
@@ -13,6 +16,9 @@ import flask
 import functions_framework
 
 _local = threading.local()
+
+if os.environ.get("BARE_CLIENT_LIBRARY"):
+    importlib.import_module(os.environ["BARE_CLIENT_LIBRARY"])
 
 
 @functions_framework.http
