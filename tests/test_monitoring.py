@@ -164,6 +164,7 @@ def rendered() -> Rendered:
         "-no-color",
         "-filter=tests/repository.tftest.hcl",
         "-var=bundle_dir={bundles}",
+        "-var=manifests_file={manifests}",  # written from functions/*/function.yaml, as `make package` does
     ]
     result = check._with_standin("render", args)
     assert result.ok, result.output

@@ -564,15 +564,16 @@ def test_the_trace_attribute_changes_no_filters_verdict_and_stays_within_pubsubs
 
 
 def test_bundles_carry_opentelemetry_only_for_the_exporter_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tools import bundle
     from tools.manifests import manifest
     from tools.ops import deploy
 
     ingress = manifest("ingress")
-    assert not [r for r in deploy.shared_requirements(ingress) if "opentelemetry" in r]
-    gcp = deploy.shared_requirements(ingress, "gcp")
+    assert not [r for r in bundle.shared_requirements(ingress) if "opentelemetry" in r]
+    gcp = bundle.shared_requirements(ingress, "gcp")
     assert any(r.startswith("opentelemetry-exporter-gcp-trace") for r in gcp)
     assert any(r.startswith("opentelemetry-sdk") for r in gcp)
-    otlp = deploy.shared_requirements(ingress, "otlp")
+    otlp = bundle.shared_requirements(ingress, "otlp")
     assert any(r.startswith("opentelemetry-exporter-otlp-proto-http") for r in otlp)
 
     values = {"project": "acme-ci", "region": "us-central1", "topic": "buildkite-events"}
@@ -588,11 +589,11 @@ def test_bundles_carry_opentelemetry_only_for_the_exporter_named(monkeypatch: py
     assert "|OTEL_EXPORTER_OTLP_ENDPOINT=http://collector.internal:4318|" in env and "TRACE_EXPORTER=otlp" in env
     monkeypatch.setenv("TRACE_EXPORTER", "file")  # local only: not something to deploy
     with pytest.raises(SystemExit, match="trace_exporter"):
-        deploy.trace_exporter()
+        bundle.trace_exporter()
 
 
 def test_terraform_and_make_deploy_know_the_same_exporters() -> None:
-    from tools.ops import deploy
+    from tools import bundle as deploy  # what `make package` and `make deploy-<name>` bundle with
 
     variables = (ROOT / "terraform" / "variables.tf").read_text()
     block = variables[variables.index('variable "trace_exporter"') :]
