@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z%_-]+:.*## / {printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  deploy-<name>    Deploy one function's code with gcloud (DRY_RUN=1 prints the commands; PUBLIC_INGRESS as Terraform's public_ingress); names: $(FUNCTIONS)"
+	@echo "  deploy-<name>    Deploy one function's code with gcloud (DRY_RUN=1 prints the commands; PUBLIC_INGRESS, TRACE_EXPORTER as Terraform's public_ingress, trace_exporter); names: $(FUNCTIONS)"
 
 $(VENV)/.installed: requirements-dev.txt shared/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required" if sys.version_info < (3, 11) else 0)'
@@ -23,13 +23,13 @@ $(VENV)/.installed: requirements-dev.txt shared/pyproject.toml
 
 venv: $(VENV)/.installed ## Create .venv and install everything the project needs
 
-lint: venv ## ruff and mypy (each function folder on its own: they all have a main.py)
+lint: venv ## ruff check, ruff format --check and mypy strict (each function folder on its own: they all have a main.py)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	@for fn in $(FUNCTIONS); do echo "mypy functions/$$fn"; $(VENV)/bin/mypy functions/$$fn || exit 1; done
 
-test: venv lint chromium ## Install from scratch if needed, then run every test (starts and stops the emulators)
+test: venv lint chromium ## Install from scratch if needed, lint, then run every test (starts and stops the emulators; installs chromium if missing)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # Debian's headless Chromium renders the report page in its test; installed once, when missing.
@@ -48,7 +48,7 @@ demo: venv ## The main job: the whole fan-out on local emulators, sample webhook
 run-local: venv ## Keep the local stack up and print how to send it a webhook
 	$(PY) -m tools.local.stack run
 
-package: venv ## Build build/<name>/ for every function (main.py, function.json, requirements.txt, vendored buildkite_events), build/manifests.json and build/first/<name>.zip (once) for Terraform
+package: venv ## Build build/<name>/ and build/<name>.zip for every function (main.py, function.json, requirements.txt, vendored buildkite_events; TRACE_EXPORTER adds its exporter), build/manifests.json and build/first/<name>.zip (once) for Terraform
 	$(PY) -m tools.ops.deploy package $(FUNCTIONS)
 
 deploy-%: venv ## Deploy one function's code (gen2) with its manifest's settings, as the build account; never rewrites build/first/
@@ -70,7 +70,7 @@ backfill: venv ## Replay the archive (ARCHIVE_BUCKET, ARCHIVE_PREFIX) into BIGQU
 # --- Terraform: offline checks of terraform/ (tools/terraform; see terraform/README.md) ----
 .PHONY: terraform-check terraform-schema
 
-terraform-check: venv ## terraform fmt, validate, test (mocked google provider) and checkov, offline
+terraform-check: venv ## terraform fmt, validate, test (mocked google and time providers), checkov and the stand-in schema's coverage, offline
 	$(PY) -m tools.terraform.check $(TERRAFORM_CHECKS)
 
 terraform-schema: venv ## Regenerate the stand-in google provider's schema from npm @cdktf/provider-google
