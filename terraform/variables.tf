@@ -120,7 +120,7 @@ variable "firestore_location" {
 }
 
 variable "create_firestore_database" {
-  description = "Create the (default) Firestore database when a function needs idempotency. Set false if the project already has one: Terraform then only adds the TTL policy."
+  description = "Create the (default) Firestore database when a function declares state (idempotency claims or per-build records). Set false if the project already has one: Terraform then only adds the TTL policy."
   type        = bool
   default     = true
 }

@@ -84,3 +84,18 @@ def test_the_state_benchmark_makes_the_same_writes_both_ways(firestore: Any, gcp
     assert ours > 0 and library > 0
     documents = [doc.to_dict() for doc in firestore.collection(DEFAULT_COLLECTION).stream()]
     assert sorted(doc["state"] for doc in documents) == ["done"] * 4  # a claim and its completion, twice each way
+
+
+@pytest.mark.parametrize("way", ["served", "in_process"])
+def test_per_event_times_the_whole_path_and_refuses_a_short_cut(way: str) -> None:
+    from tools.manifests import manifest
+    from tools.perf.bench import __main__ as bench
+    from tools.perf.bench import per_event
+
+    m = manifest("slack-notify")
+    data, attributes, _ = bench.sample_for(m)
+    ours, bare = getattr(per_event, way)(m, data, attributes, number=2)
+    assert ours > 0 and bare > 0
+    # An event the function's filter turns away costs less: it must not be what is timed.
+    with pytest.raises(RuntimeError, match="did not run to the end"):
+        getattr(per_event, way)(m, data, {**attributes, "event_type": "agent.connected"}, number=2)

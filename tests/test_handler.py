@@ -177,6 +177,30 @@ def test_invalid_configuration_names_the_variable(fn: ModuleType, monkeypatch: A
         fn.handle(cloud_event(envelope(payload("ping"))))
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("RETRY_BUDGET_SECONDS", "ten"),
+        ("RETRY_BUDGET_SECONDS", "-1"),
+        ("RETRY_BUDGET_SECONDS", "60"),
+        ("RETRY_BUDGET_SECONDS", "nan"),
+        ("RETRY_MAX_ATTEMPTS", "0"),
+        ("RETRY_MAX_ATTEMPTS", "2.5"),
+    ],
+)
+def test_bad_retry_settings_are_a_configuration_error_with_an_outcome_line(
+    fn: ModuleType, monkeypatch: Any, capsys: Any, variable: str, value: str
+) -> None:
+    # The config_error alert reads the outcome line: a bad setting must not skip it.
+    monkeypatch.setenv(variable, value)
+    fn.handle.instance.reset()
+    with pytest.raises(Nack, match=variable):
+        fn.handle(cloud_event(envelope(payload("ping"))))
+    assert fn.CALLS == []
+    (line,) = _lines(capsys)
+    assert line["outcome"] == "config_error" and "dead-letter queue" in line["message"]
+
+
 def test_unexpected_errors_nack_and_never_show_secrets(fn: ModuleType, capsys: Any) -> None:
     fn.BEHAVIOUR.append("crash")
     with pytest.raises(Nack) as raised:

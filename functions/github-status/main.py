@@ -68,6 +68,8 @@ class Config:
             )
         elif not self.token.strip():
             raise ValueError("set GITHUB_TOKEN, or GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY")
+        if not 0 < self.timeout_seconds <= 60:
+            raise ValueError("GITHUB_TIMEOUT_SECONDS must be more than 0 and at most 60")
         if self.installation_id.strip() and not self.installation_id.strip().isdigit():
             raise ValueError("GITHUB_APP_INSTALLATION_ID must be a number (or empty: found per repository)")
         try:

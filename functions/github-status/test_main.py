@@ -559,6 +559,7 @@ def test_an_unreachable_api_nacks(github: StandIn, monkeypatch: pytest.MonkeyPat
         ({"GITHUB_BLOCKED_STATE": "blue"}, "GITHUB_BLOCKED_STATE must be one of"),
         ({"GITHUB_STATUS_CONTEXT": "ci/{repo}"}, "GITHUB_STATUS_CONTEXT may only use"),
         ({"GITHUB_API_URL": "api.github.com"}, "GITHUB_API_URL must be an http"),
+        ({"GITHUB_TIMEOUT_SECONDS": "0"}, "GITHUB_TIMEOUT_SECONDS must be more than 0"),
     ],
 )
 def test_configuration_errors_name_the_variable(

@@ -65,6 +65,8 @@ class Config:
         object.__setattr__(self, "projects", projects)
         if self.max_issues < 1 or not 0 <= self.max_retries <= 5:
             raise ValueError("JIRA_MAX_ISSUES must be at least 1 and JIRA_MAX_RETRIES between 0 and 5")
+        if not 0 < self.timeout_seconds <= 60:
+            raise ValueError("JIRA_TIMEOUT_SECONDS must be more than 0 and at most 60")
 
 
 @functions_framework.cloud_event

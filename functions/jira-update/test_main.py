@@ -451,6 +451,8 @@ def test_markers_name_the_build_and_its_outcome() -> None:
         ({"JIRA_TOKEN": ""}, "JIRA_TOKEN is required"),
         ({"JIRA_PROJECTS": "PROJ,1BAD"}, "JIRA_PROJECTS holds 1BAD"),
         ({"JIRA_MAX_ISSUES": "0"}, "JIRA_MAX_ISSUES must be at least 1"),
+        ({"JIRA_TIMEOUT_SECONDS": "0"}, "JIRA_TIMEOUT_SECONDS must be more than 0"),
+        ({"JIRA_TIMEOUT_SECONDS": "-5"}, "JIRA_TIMEOUT_SECONDS must be more than 0"),
     ],
 )
 def test_configuration_errors_name_the_variable(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -49,6 +50,7 @@ C = TypeVar("C")
 Handler = Callable[[BuildkiteEvent, C], "str | None"]
 
 MAX_ATTEMPTS = 4
+_DEAD_LETTERED = " (the message waits in the dead-letter queue; fix and replay)"
 FIRST_BACKOFF_SECONDS = 0.5
 _LEVELS = {
     "done": logging.INFO,
@@ -63,6 +65,37 @@ class Nack(InternalServerError):
     """Answer 500 without a traceback: Pub/Sub will redeliver the message."""
 
 
+@dataclass(frozen=True)
+class Retries:
+    """How long and how often a delivery may retry, read once per instance like the config.
+
+    ``budget``: RETRY_BUDGET_SECONDS, by default half the function's timeout and at most 30 s:
+    what the claim, the handler and their retries may spend before the delivery gives up (nack).
+    ``attempts``: RETRY_MAX_ATTEMPTS, calls of the handler per delivery (default 4).
+    """
+
+    budget: float
+    attempts: int
+
+    @classmethod
+    def from_env(cls, timeout_seconds: int) -> Retries:
+        budget = os.environ.get("RETRY_BUDGET_SECONDS", "").strip()
+        attempts = os.environ.get("RETRY_MAX_ATTEMPTS", "").strip()
+        try:
+            retries = cls(
+                float(budget) if budget else min(30.0, timeout_seconds / 2),
+                int(attempts) if attempts else MAX_ATTEMPTS,
+            )
+        except ValueError:
+            retries = cls(math.nan, 0)
+        if not (0 <= retries.budget < timeout_seconds and retries.attempts >= 1):
+            raise ConfigError(
+                f"RETRY_BUDGET_SECONDS must be a number from 0 to under the timeout ({timeout_seconds} s) and"
+                " RETRY_MAX_ATTEMPTS a whole number of at least 1"
+            )
+        return retries
+
+
 @dataclass
 class _Instance(Generic[C]):
     """What one function instance computes once and reuses for every delivery."""
@@ -72,6 +105,7 @@ class _Instance(Generic[C]):
     _manifest: Manifest | None = None
     _filter: Filter | None = None
     _config: C | None = None
+    _retries: Retries | None = None
     _store: Any = field(default=None, repr=False)
     project: str | None = field(default_factory=lambda: os.environ.get("GOOGLE_CLOUD_PROJECT"))
 
@@ -95,9 +129,14 @@ class _Instance(Generic[C]):
             register_secrets(secret_values(self._config))
         return self._config
 
+    def retries(self) -> Retries:
+        if self._retries is None:
+            self._retries = Retries.from_env(self.manifest.timeout_seconds)
+        return self._retries
+
     def reset(self) -> None:
         """Forget what was computed (tests use it to act as a fresh instance)."""
-        self._manifest, self._filter, self._config, self._store = None, None, None, None
+        self._manifest, self._filter, self._config, self._retries, self._store = None, None, None, None, None
 
     def store(self) -> Any:
         if self._store is None:
@@ -162,21 +201,27 @@ def _handle(instance: _Instance[C], handler: Handler[C], event: BuildkiteEvent) 
     attributes = event.attributes or message_attributes(event)  # a raw body has none: derive them
     if not instance.accepts(attributes):
         return "filtered", f"{event.event_type} does not match this function's filter"
-    with budget(_retry_budget(instance)):  # one budget for the claim, the handler and their retries
-        return _run(instance, handler, event)
+    try:
+        retries = instance.retries()
+    except ConfigError as err:
+        return "config_error", f"{err}{_DEAD_LETTERED}"
+    with budget(retries.budget):  # one budget for the claim, the handler, their retries and the release
+        return _run(instance, handler, event, retries)
 
 
-def _run(instance: _Instance[C], handler: Handler[C], event: BuildkiteEvent) -> tuple[str, str | None]:
+def _run(
+    instance: _Instance[C], handler: Handler[C], event: BuildkiteEvent, retries: Retries
+) -> tuple[str, str | None]:
     claim = None
     try:
         config = instance.config()
         if instance.manifest.idempotency:
             with tracing.span("claim"):
-                claim = _with_retries(lambda: instance.store().claim(event.key))
+                claim = _with_retries(lambda: instance.store().claim(event.key), retries)
             if claim.state == "done":
                 return "duplicate", "already handled this event"
         with tracing.span(getattr(handler, "__name__", "handler")):  # the integration call, retries included
-            result = _with_retries(lambda: handler(event, config))  # type: ignore[arg-type]
+            result = _with_retries(lambda: handler(event, config), retries)  # type: ignore[arg-type]
     except Skip as err:  # nothing happened: a replay after a config change may act
         _release(instance, claim)
         return "skipped", str(err)
@@ -185,7 +230,7 @@ def _run(instance: _Instance[C], handler: Handler[C], event: BuildkiteEvent) -> 
         return "invalid", str(err)
     except ConfigError as err:
         _release(instance, claim)
-        return "config_error", f"{err} (the message waits in the dead-letter queue; fix and replay)"
+        return "config_error", f"{err}{_DEAD_LETTERED}"
     except TransientError as err:
         _release(instance, claim)
         return "retry", f"{err} (gave up for now; Pub/Sub will redeliver)"
@@ -207,7 +252,7 @@ def _release(instance: _Instance[Any], claim: Any, *, complete: bool = False) ->
         log(logging.WARNING, f"could not release idempotency claim: {type(err).__name__}")
 
 
-def _with_retries(call: Callable[[], Any]) -> Any:
+def _with_retries(call: Callable[[], Any], retries: Retries) -> Any:
     """Call once; on ``TransientError``, retry with tenacity within what the budget has left."""
     try:
         return call()
@@ -218,17 +263,10 @@ def _with_retries(call: Callable[[], Any]) -> Any:
             raise
         log(logging.INFO, f"transient failure, retrying in {pause:g}s: {first}")
         time.sleep(pause)
-    return _retrying()(call)
+    return _retrying(retries.attempts - 1)(call)
 
 
-def _retry_budget(instance: _Instance[Any]) -> float:
-    """RETRY_BUDGET_SECONDS, by default half the function's timeout and at most 30 s: what the
-    claim, the handler and their retries may spend before the delivery gives up (nack)."""
-    default = min(30.0, instance.manifest.timeout_seconds / 2)
-    return float(os.environ.get("RETRY_BUDGET_SECONDS", default))
-
-
-def _retrying() -> Callable[[Callable[[], Any]], Any]:
+def _retrying(attempts: int) -> Callable[[Callable[[], Any]], Any]:
     from tenacity import (
         RetryCallState,
         Retrying,
@@ -241,7 +279,6 @@ def _retrying() -> Callable[[Callable[[], Any]], Any]:
 
     deadline = time.monotonic() + (remaining() or 0.0)
     backoff = wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5)
-    attempts = int(os.environ.get("RETRY_MAX_ATTEMPTS", MAX_ATTEMPTS)) - 1
 
     def hint(state: RetryCallState) -> float:
         err = state.outcome.exception() if state.outcome else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextvars
+import functools
 import json
 import logging
 import os
@@ -37,15 +38,14 @@ logger = logging.getLogger("buildkite_fanout")
 
 
 def _line(severity: str, message: str, created: float, fields: Mapping[str, Any] | None) -> str:
-    entry: dict[str, Any] = {
+    entry = {
         "severity": severity,
         "message": message,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z",
+        "time": f"{_second(int(created))}.{int(created % 1 * 1000):03d}Z",
+        **trace_fields.get(),
+        **_context.get(),
+        **(fields or _NONE),
     }
-    entry.update(trace_fields.get())
-    entry.update(_context.get())
-    if fields:
-        entry.update(fields)
     line = _encode(entry)
     if not line.isascii():
         try:
@@ -53,6 +53,15 @@ def _line(severity: str, message: str, created: float, fields: Mapping[str, Any]
         except UnicodeEncodeError:  # a lone surrogate from an event: keep it as a \uXXXX escape
             line = _encode_ascii(entry)
     return redact(line) if _secrets or _base64_secrets else line
+
+
+_NONE: Mapping[str, Any] = MappingProxyType({})
+
+
+@functools.lru_cache(maxsize=4)
+def _second(seconds: int) -> str:
+    """RFC 3339 up to the second (the lines of one second share it)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 class JsonFormatter(logging.Formatter):

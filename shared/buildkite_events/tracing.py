@@ -102,6 +102,7 @@ def from_attributes(attributes: Mapping[str, str] | None) -> TraceContext | None
 # --- spans -----------------------------------------------------------------------------------
 
 _current: ContextVar[Span | None] = ContextVar("buildkite_fanout_span", default=None)
+_NO_CONTEXT = TraceContext(_ZERO_TRACE, _ZERO_SPAN)
 AttributeValue = str | int | float | bool
 
 
@@ -109,15 +110,16 @@ class Span:
     """An open span. Made by ``start`` (a request's or delivery's first span, whose parent is
     remote or none) and ``span`` (a child of the current one); used as a context manager."""
 
-    __slots__ = ("_log", "_otel", "_parent", "_project", "_root", "_token", "context", "kind", "name")
+    __slots__ = ("_log", "_otel", "_parent", "_root", "_token", "_trace_field", "context", "kind", "name")
 
     def __init__(self, name: str, kind: str, *, root: bool, parent: TraceContext | None, project: str | None) -> None:
         self.name, self.kind = name, kind
-        self._root, self._parent, self._project = root, parent, project
+        self._root, self._parent = root, parent
+        self._trace_field = project  # until entry: the project; then what Cloud Logging reads as the trace
         self._otel: Any = None
         self._token: Token[Span | None] | None = None
         self._log: Token[Mapping[str, Any]]
-        self.context = TraceContext(_ZERO_TRACE, _ZERO_SPAN)  # set on entry
+        self.context = _NO_CONTEXT  # set on entry
 
     def __enter__(self) -> Span:
         outer = None if self._root else _current.get()
@@ -129,13 +131,15 @@ class Span:
             ids = self._otel.get_span_context()
             self.context = TraceContext(f"{ids.trace_id:032x}", f"{ids.span_id:016x}", ids.trace_flags.sampled)
         elif (base := outer.context if outer is not None else self._parent) is not None:
-            self.context = TraceContext(base.trace_id, _random_id(64), base.sampled)
+            self.context = TraceContext(base.trace_id, f"{random.getrandbits(64) or 1:016x}", base.sampled)
+        else:  # ids as OpenTelemetry's own: random, not secret, never all zero
+            self.context = TraceContext(f"{random.getrandbits(128) or 1:032x}", f"{random.getrandbits(64) or 1:016x}")
+        if outer is not None and outer.context.trace_id == self.context.trace_id:
+            self._trace_field = outer._trace_field  # computed once per trace
         else:
-            self.context = TraceContext(_random_id(128), _random_id(64))
-        if outer is not None:
-            self._project = outer._project
-        elif self._project is None:
-            self._project = os.environ.get("GOOGLE_CLOUD_PROJECT")
+            project = self._trace_field or os.environ.get("GOOGLE_CLOUD_PROJECT")
+            trace_id = self.context.trace_id
+            self._trace_field = f"projects/{project}/traces/{trace_id}" if project else trace_id
         self._token = _current.set(self)
         self._log = trace_fields.set(self.log_fields())
         return self
@@ -154,14 +158,9 @@ class Span:
 
     def log_fields(self) -> dict[str, Any]:
         """What Cloud Logging reads to put a line in this span's trace."""
-        ids = self.context
-        fields: dict[str, Any] = {
-            TRACE_FIELD: f"projects/{self._project}/traces/{ids.trace_id}" if self._project else ids.trace_id,
-            SPAN_FIELD: ids.span_id,
-        }
-        if ids.sampled:
-            fields[SAMPLED_FIELD] = True
-        return fields
+        if self.context.sampled:
+            return {TRACE_FIELD: self._trace_field, SPAN_FIELD: self.context.span_id, SAMPLED_FIELD: True}
+        return {TRACE_FIELD: self._trace_field, SPAN_FIELD: self.context.span_id}
 
     def set(self, key: str, value: AttributeValue | None) -> None:
         """A span attribute (exported spans only; None is left out)."""
@@ -192,13 +191,6 @@ def current() -> TraceContext | None:
     return open_span.context if open_span else None
 
 
-def _random_id(bits: int) -> str:
-    """A trace (128 bits) or span (64 bits) id, never all zero; as OpenTelemetry's own: random, not secret."""
-    while not (value := random.getrandbits(bits)):  # pragma: no cover - one chance in 2**64
-        pass
-    return f"{value:0{bits // 4}x}"
-
-
 # --- export (OpenTelemetry, imported only here and only when TRACE_EXPORTER asks for it) -----
 
 
@@ -210,7 +202,11 @@ class _State:
 
 def _exporting(service: str) -> bool:
     """Whether spans are exported; (re)configured when TRACE_EXPORTER or TRACE_FILE changed."""
-    settings = (os.environ.get("TRACE_EXPORTER", "none").strip().lower() or "none", os.environ.get("TRACE_FILE", ""))
+    exporter = os.environ.get("TRACE_EXPORTER")
+    if exporter is None and _State.otel is None and _State.settings[0] == "none":
+        return False  # the default, checked on every request: one lookup
+    exporter = (exporter or "none").strip().lower() or "none"
+    settings = (exporter, os.environ.get("TRACE_FILE", "") if exporter == "file" else "")
     if settings != _State.settings:
         with _State.lock:
             if settings != _State.settings:

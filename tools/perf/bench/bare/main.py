@@ -56,3 +56,12 @@ def arrive(event: Any) -> None:
     data = base64.b64decode(event.data["message"]["data"])
     request = urllib.request.Request(os.environ["RECORD_URL"], data=data, method="POST")
     urllib.request.urlopen(request, timeout=10).close()
+
+
+@functions_framework.cloud_event
+def decode(event: Any) -> None:
+    """The least a Pub/Sub function does per event: its message's data, decoded and parsed."""
+    import base64
+    import json
+
+    json.loads(base64.b64decode(event.data["message"]["data"]))
