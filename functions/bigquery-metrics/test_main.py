@@ -672,7 +672,7 @@ def fake_bigquery(firestore: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[F
 def test_insert_sends_the_event_key_as_insert_id_and_no_unknown_fields(fake_bigquery: FakeBigQuery) -> None:
     push = envelope(payload("build.finished.failed"))
     deliver(push)
-    raw, build = fake_bigquery.requests()
+    build, raw = sorted(fake_bigquery.requests(), key=lambda request: request.path)  # sent side by side
     assert raw.path == "/bigquery/v2/projects/real-project/datasets/buildkite/tables/events_raw/insertAll"
     assert build.path == "/bigquery/v2/projects/real-project/datasets/buildkite/tables/builds/insertAll"
     for request, table in ((raw, "events_raw"), (build, "builds")):
@@ -689,7 +689,7 @@ def test_a_retry_after_a_partial_failure_writes_only_what_is_missing(fake_bigque
     deliver(envelope(payload("job.finished.failed")))
     assert outcomes(capsys) == ["done"]
     tables = [request.path.split("/tables/")[1].split("/")[0] for request in fake_bigquery.requests()]
-    assert tables == ["events_raw", "jobs", "jobs"]
+    assert sorted(tables) == ["events_raw", "jobs", "jobs"]  # events_raw once: the retry sent only the jobs row
 
 
 def test_per_row_insert_errors_nack_into_the_dead_letter_queue_with_the_reason(
@@ -708,7 +708,7 @@ def test_per_row_insert_errors_nack_into_the_dead_letter_queue_with_the_reason(
     assert "invalid at duration_seconds: no such field." in line["message"]
     assert "dead-letter queue" in line["message"]
     assert "secret-ish" not in captured and "secret-ish" not in str(nack.value.description)  # no row values
-    assert len(fake_bigquery.requests()) == 1  # retrying cannot help: no retries (events_raw refused first)
+    assert len(fake_bigquery.requests()) == 2  # retrying cannot help: each table's row sent once, no retries
 
 
 def test_server_errors_are_retried_with_the_same_insert_id_then_succeed(
@@ -718,10 +718,12 @@ def test_server_errors_are_retried_with_the_same_insert_id_then_succeed(
     deliver(envelope(payload("job.finished.failed")))
     assert outcomes(capsys) == ["done"]
     requests = fake_bigquery.requests()
-    assert len(requests) == 4  # events_raw: 503, 503, ok; then jobs
+    assert len(requests) == 4  # both rows side by side: 503 each, then ok each
     assert len({r.json["rows"][0]["insertId"] for r in requests}) == 1  # BigQuery can dedupe the retries
-    assert requests[0].path.endswith("/datasets/buildkite/tables/events_raw/insertAll")
-    assert requests[-1].path.endswith("/datasets/buildkite/tables/jobs/insertAll")
+    tables = sorted(
+        r.path.removeprefix("/bigquery/v2/projects/real-project/datasets/buildkite/tables/") for r in requests
+    )
+    assert tables == ["events_raw/insertAll"] * 2 + ["jobs/insertAll"] * 2
 
 
 def test_server_errors_that_persist_nack_after_bounded_attempts(fake_bigquery: FakeBigQuery, capsys: Any) -> None:
@@ -729,20 +731,20 @@ def test_server_errors_that_persist_nack_after_bounded_attempts(fake_bigquery: F
     with pytest.raises(Nack, match="gave up for now"):
         deliver(envelope(payload("build.finished.failed")))
     assert outcomes(capsys) == ["retry"]
-    assert len(fake_bigquery.requests()) == 3  # RETRY_MAX_ATTEMPTS, not the client's ~600 s of retries
+    assert len(fake_bigquery.requests()) == 3 * 2  # RETRY_MAX_ATTEMPTS of both rows, not the client's ~600 s
 
 
 def test_a_request_that_times_out_is_transient(fake_bigquery: FakeBigQuery, monkeypatch: Any, capsys: Any) -> None:
     monkeypatch.setenv("BIGQUERY_TIMEOUT_SECONDS", "0.2")
     monkeypatch.setenv("RETRY_MAX_ATTEMPTS", "2")
     _reset()
-    fake_bigquery.standin.fail("/insertAll", Fault(status=200, delay=1.0, remaining=2))
+    fake_bigquery.standin.fail("/insertAll", Fault(status=200, delay=1.0, remaining=4))  # two attempts, two rows each
     with pytest.raises(Nack, match="gave up for now"):
         deliver(envelope(payload("build.finished.failed")))
     (line,) = [json.loads(raw) for raw in capsys.readouterr().out.splitlines() if '"outcome"' in raw]
     assert line["outcome"] == "retry"
     assert "Timeout" in line["message"]
-    assert len(fake_bigquery.requests()) == 2
+    assert len(fake_bigquery.requests()) == 2 * 2  # two attempts of both rows
 
 
 @pytest.mark.parametrize(
@@ -764,7 +766,7 @@ def test_api_errors_map_onto_ack_and_nack(
     with pytest.raises(Nack):
         deliver(envelope(payload("build.finished.failed")))
     assert outcomes(capsys) == [outcome]
-    assert len(fake_bigquery.requests()) == (3 if outcome == "retry" else 1)
+    assert len(fake_bigquery.requests()) == (3 if outcome == "retry" else 1) * 2  # both rows each attempt
 
 
 # --- manifest and cold start ---------------------------------------------------------

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import functions_framework
 from github_api import GitHub, Target, target_of, web_host
-from github_app import App
-from github_checks import CheckRuns, plan_check
 from github_statuses import STATES, Status, publish, status_for
 
 from buildkite_events import BuildkiteEvent, InvalidEvent, Skip, env, pubsub_handler
-from buildkite_events.builds import affects_failed_jobs, remember_job
 from buildkite_events.state import Records
+
+if TYPE_CHECKING:  # check runs, the App and the build records load only when GITHUB_REPORT asks for them
+    from github_checks import CheckRuns
 
 REPORTS = {"statuses": ("statuses",), "checks": ("checks",), "both": ("statuses", "checks")}
 
@@ -105,6 +106,8 @@ def update_github_status(event: BuildkiteEvent, config: Config) -> str:
             if report == "statuses":
                 done.append(publish(plan_status(event, config, target), _github(config), _records()))
             else:
+                from github_checks import plan_check
+
                 done.append(_check_runs(config).publish(plan_check(event, target)))
         except Skip as why:
             skipped.append(str(why))
@@ -123,6 +126,10 @@ def record_job(event: BuildkiteEvent, config: Config) -> str:
         raise Skip("job events feed check runs only; GITHUB_REPORT=statuses")
     if event.event_type != "job.finished":
         raise Skip(f"{event.event_type} changes no failed jobs")
+    from github_checks import plan_check
+
+    from buildkite_events.builds import affects_failed_jobs, remember_job
+
     if not affects_failed_jobs(event):
         raise Skip("the job neither failed nor was retried: the failed jobs stay as they are")
     target = target_of(event, config.host, status_context(event, config))
@@ -142,9 +149,11 @@ def status_context(event: BuildkiteEvent, config: Config) -> str:
 
 @cache
 def _github(config: Config) -> GitHub:
-    app = (
-        App(config.app_id.strip(), config.app_private_key, config.installation_id.strip()) if config.uses_app else None
-    )
+    app = None
+    if config.uses_app:
+        from github_app import App
+
+        app = App(config.app_id.strip(), config.app_private_key, config.installation_id.strip())
     return GitHub(config.api_url, token=config.token, app=app, timeout=config.timeout_seconds)
 
 
@@ -155,4 +164,6 @@ def _records() -> Records:
 
 @cache
 def _check_runs(config: Config) -> CheckRuns:
+    from github_checks import CheckRuns
+
     return CheckRuns(_github(config))

@@ -31,7 +31,6 @@ read and one write per post or update (see the notifiers' READMEs for the figure
 from __future__ import annotations
 
 import copy
-import dataclasses
 import datetime as dt
 import logging
 import uuid
@@ -96,8 +95,7 @@ URL_LIMIT = 2000
 # -- failed jobs ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FailedJob:
+class FailedJob(NamedTuple):
     """A job that failed the build, as its latest attempt left it."""
 
     id: str
@@ -388,8 +386,7 @@ def _number(value: Any) -> int | None:
 # -- the branch's standing --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BranchStanding:
+class BranchStanding(NamedTuple):
     """Where a build stands on its pipeline's branch.
 
     ``verdict`` is this build's (passed or failed; "failed" for a build that is failing;
@@ -520,8 +517,7 @@ _BUILD_FIELDS = (
 _PIPELINE_FIELDS = ("id", "slug", "name", "url", "web_url", "repository", "default_branch")
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     """A chat message about the build, as its notifier noted it.
 
     ``posting``: a delivery holds the lease and is posting it; ``unknown``: a post whose answer
@@ -552,7 +548,7 @@ class Message:
         )
 
     def stored(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return {k: v for k, v in self._asdict().items() if v is not None}
 
     def leased(self, now: dt.datetime) -> bool:
         """Being posted by a delivery whose lease has not run out (on Firestore's clock)."""
@@ -563,8 +559,7 @@ class Message:
         )
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(NamedTuple):
     """The right to post the build's one message: ``memory`` is the record to render, and
     ``lost`` a post whose answer was lost (or whose poster vanished), to look for first."""
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, NamedTuple, TypeVar, overload
 
 from .timeutil import parse_time, seconds_between
 
@@ -81,8 +81,7 @@ def _bool(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
-@dataclass(frozen=True, slots=True)
-class Person:
+class Person(NamedTuple):
     """A build's author or creator: Buildkite sends an object, a bare email string, or null."""
 
     name: str | None
@@ -102,8 +101,7 @@ class Person:
         return self.name or self.email
 
 
-@dataclass(frozen=True, slots=True)
-class PullRequest:
+class PullRequest(NamedTuple):
     id: str | None
     base: str | None
     repository: str | None
@@ -115,8 +113,7 @@ class PullRequest:
         return pr if pr.id else None
 
 
-@dataclass(frozen=True, slots=True)
-class Pipeline:
+class Pipeline(NamedTuple):
     id: str | None
     slug: str | None
     name: str | None
@@ -145,8 +142,7 @@ class Pipeline:
         return pipeline if (pipeline.id or pipeline.slug or pipeline.name) else None
 
 
-@dataclass(frozen=True, slots=True)
-class Build:
+class Build(NamedTuple):
     id: str | None
     number: int | None
     state: str | None
@@ -255,8 +251,7 @@ def _is_sha(value: str) -> bool:
     return bool(re.fullmatch(r"[0-9a-f]{7,40}", value))
 
 
-@dataclass(frozen=True, slots=True)
-class Agent:
+class Agent(NamedTuple):
     id: str | None
     name: str | None
     connection_state: str | None
@@ -297,8 +292,7 @@ def _meta_value(meta: Any, key: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
+class Job(NamedTuple):
     id: str | None
     type: str | None
     name: str | None

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from flask import has_request_context, request  # functions-framework has loaded Flask already
 from werkzeug.exceptions import InternalServerError
@@ -65,8 +65,7 @@ class Nack(InternalServerError):
     """Answer 500 without a traceback: Pub/Sub will redeliver the message."""
 
 
-@dataclass(frozen=True)
-class Retries:
+class Retries(NamedTuple):
     """How long and how often a delivery may retry, read once per instance like the config.
 
     ``budget``: RETRY_BUDGET_SECONDS, by default half the function's timeout and at most 30 s:

@@ -7,7 +7,7 @@ keeps its own layout, its provider's escaping and its provider's fix-it messages
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from .builds import BranchStanding, FailedJob
@@ -21,8 +21,7 @@ NOTIFY_STATES = FINISHED_STATES + STANDINGS
 BRANCH_LIMIT = 60  # of a branch name inside a headline
 
 
-@dataclass(frozen=True)
-class Look:
+class Look(NamedTuple):
     icon: str
     verb: str  # "#2042 failed", "#2043 is blocked"
     tone: str  # attention, good, warning or default (Adaptive Cards' colour names, in lower case)
@@ -109,8 +108,7 @@ def job_detail(job: FailedJob) -> str:
     return what + (f" after {plural(job.retries, 'retry', 'retries')}" if job.retries else "")
 
 
-@dataclass(frozen=True)
-class BuildGlob:
+class BuildGlob(NamedTuple):
     """``pipeline-glob[@branch-glob]``: shell-style globs (``*``, ``?``, ``[...]``), case-sensitive,
     on the pipeline slug and the build's branch. Without ``@`` every branch matches."""
 

@@ -503,8 +503,7 @@ class Record:
     written: dt.datetime | None = field(default=None, compare=False, repr=False)  # its document's update time
 
 
-@dataclass(frozen=True)
-class Reservation:
+class Reservation(NamedTuple):
     """``reserved``: act on ``record.value`` (it is the newest), then ``confirm``. ``confirmed``:
     this value is already held and was acted on. ``stale``: ``record`` is newer than what was
     offered; do nothing."""

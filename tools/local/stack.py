@@ -53,6 +53,9 @@ class LocalStack:
     standin: StandIn | None = None
     dead_lettered: Counter[str] = field(default_factory=Counter)
     function_envs: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Each function's environment as its manifest configures it, without the demo's choices
+    # (github-status reports check runs too on the stack): what ``make bench`` times.
+    shipped_envs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def ingress_url(self) -> str:
@@ -124,14 +127,13 @@ def local_stack(
         # github-status reports statuses and check runs; check runs need a GitHub App, made for the stand-in.
         demo_env = {"github-status": {"GITHUB_REPORT": "both", **github_standin.demo_app_env(stack.standin)}}
         for name, m in stack.manifests.items():
-            env = {
+            shipped = {
                 **cloud_env,
                 **{secret: _local_secret(name, secret) for secret in m.secrets},
                 **function_env(m, values, local=True),  # local_env wins: e.g. a webhook URL kept as a secret
-                **demo_env.get(name, {}),
-                **(extra_env or {}),
             }
-            stack.function_envs[name] = env
+            stack.shipped_envs[name] = shipped
+            stack.function_envs[name] = env = {**shipped, **demo_env.get(name, {}), **(extra_env or {})}
             stack.functions[name] = exits.enter_context(
                 emulators.start_function(function_dir(name), m.entry_point, env=env, log_dir=log_dir)
             )
