@@ -25,7 +25,8 @@ verdict is kept per build number. Writes are conditional on the document read.
 Firestore operations: a job that passed at its first attempt costs none; a failed job or a
 retry one read and, the first time, one write. A finished build's standing costs one read
 and, the first time, one write; a failing build's one read. The message bookkeeping costs one
-read and one write per post or update (see the notifiers' READMEs for the figures per build).
+read and one write per post or update, and noting the post one write (the lease's own, read
+back only if the record moved on meanwhile; see the notifiers' READMEs for the figures per build).
 """
 
 from __future__ import annotations
@@ -48,11 +49,11 @@ from .state import (
     Record,
     Records,
     call_options,
+    client,
     document,
     expire_at,
     translated,
-    unchanged_since,
-    won,
+    written,
 )
 from .text import clean
 
@@ -170,9 +171,10 @@ class BuildMemory:
     failed: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # job id → FailedJob.stored()
     superseded: Mapping[str, str] = field(default_factory=dict)  # retried attempt → the attempt after it
     data: Mapping[str, Any] = field(default_factory=dict)  # the whole document
+    written: dt.datetime | None = field(default=None, compare=False)  # its update time, as last read or written
 
     @classmethod
-    def of(cls, key: str, data: Mapping[str, Any]) -> BuildMemory:
+    def of(cls, key: str, data: Mapping[str, Any], written: dt.datetime | None = None) -> BuildMemory:
         failed, superseded = _mapping(data.get("failed")), _mapping(data.get("superseded"))
         return cls(
             key,
@@ -180,6 +182,7 @@ class BuildMemory:
             failed={str(k): dict(v) for k, v in failed.items() if isinstance(v, Mapping)},
             superseded={str(k): str(v) for k, v in superseded.items()},
             data=dict(data),
+            written=written,
         )
 
     @property
@@ -317,21 +320,35 @@ def recall(build_id: str) -> BuildMemory | None:
     return _memory(build_id, snapshot)
 
 
-def _update(key: str, change: Callable[[dict[str, Any], dt.datetime], str]) -> tuple[BuildMemory, str, bool]:
+def _update(
+    key: str, change: Callable[[dict[str, Any], dt.datetime], str], *, known: BuildMemory | None = None
+) -> tuple[BuildMemory, str, bool]:
     """Apply ``change`` to the build's record (its maps ``failed``, ``superseded``,
     ``snapshot`` and ``messages``, changed in place; ``now`` is the read's time on
     Firestore's clock) and write it only if it changed, conditionally on the document read:
     when another writer came first, read and apply again. The revision grows when what a
-    message shows changes (jobs, snapshot), not when a message is noted."""
+    message shows changes (jobs, snapshot), not when a message is noted.
+
+    ``known``: the record as this delivery last wrote it. The first try applies ``change`` to
+    it without a read, conditionally on its update time; only if the record moved on since
+    is it read."""
     ref = document(BUILD_KIND, key)
     with translated("update of a build record"):
-        for _ in range(MAX_CONFLICTS):
-            snapshot = ref.get(**call_options())
-            held = _memory(key, snapshot) or BuildMemory(key)
+        since: dt.datetime | None
+        now: dt.datetime | None
+        for attempt in range(MAX_CONFLICTS):
+            if attempt == 0 and known is not None and known.written is not None:
+                held, since, now = known, known.written, dt.datetime.now(dt.UTC)
+            else:
+                known, snapshot = None, ref.get(**call_options())
+                held = _memory(key, snapshot) or BuildMemory(key)
+                since, now = snapshot.update_time if snapshot.exists else None, snapshot.read_time
             before = {name: dict(_mapping(held.data.get(name))) for name in RECORD_FIELDS}
             after = copy.deepcopy(before)
-            note = change(after, snapshot.read_time or dt.datetime.now(dt.UTC))
+            note = change(after, now or dt.datetime.now(dt.UTC))
             if after == before:
+                if known is not None:  # unchanged as last written: what does the record hold now?
+                    continue
                 return held, note, False
             if len(after["superseded"]) > MAX_SUPERSEDED:  # drop the oldest entries (insertion order)
                 after["superseded"] = dict(list(after["superseded"].items())[-MAX_SUPERSEDED:])
@@ -345,19 +362,22 @@ def _update(key: str, change: Callable[[dict[str, Any], dt.datetime], str]) -> t
                 "updated_at": SERVER_TIMESTAMP,
                 "expire_at": expire_at(dt.timedelta(days=TTL_DAYS)),
             }
-            if _write(ref, snapshot, fields):
-                return BuildMemory.of(key, {**held.data, **fields}), note, True
+            at = _write(ref, since, fields)
+            if at is not None:
+                return BuildMemory.of(key, {**held.data, **fields}, at), note, True
     raise TransientError("build record kept changing while being updated; will try again")
 
 
-def _write(ref: Any, snapshot: Any, fields: dict[str, Any]) -> bool:
-    if snapshot.exists:
-        return won(lambda: ref.update(fields, **unchanged_since(snapshot), **call_options()))
-    return won(lambda: ref.create(fields, **call_options()))
+def _write(ref: Any, since: dt.datetime | None, fields: dict[str, Any]) -> dt.datetime | None:
+    """Update the record if it is as written at ``since`` (None: create it); when it was written."""
+    if since is not None:
+        option = client().write_option(last_update_time=since)
+        return written(lambda: ref.update(fields, option=option, **call_options()))
+    return written(lambda: ref.create(fields, **call_options()))
 
 
 def _memory(key: str, snapshot: Any) -> BuildMemory | None:
-    return BuildMemory.of(key, snapshot.to_dict() or {}) if snapshot.exists else None
+    return BuildMemory.of(key, snapshot.to_dict() or {}, snapshot.update_time) if snapshot.exists else None
 
 
 def _storable(value: Any) -> Any:
@@ -639,7 +659,7 @@ def record_post(lease: Lease, channel: str, ts: str, shown: int) -> BuildMemory:
         record["messages"][lease.notifier] = posted.stored()
         return "noted"
 
-    memory, note, _ = _update(lease.key, change)
+    memory, note, _ = _update(lease.key, change, known=lease.memory)  # as the lease left it: no read first
     if note == "another":
         held = memory.message(lease.notifier)
         log.warning("build %s: a second message was posted (%s) after %s", lease.key, ts, held.ts if held else "?")
