@@ -92,8 +92,15 @@ class Config:
         return REPORTS.get(self.report, ())
 
 
+def reported(event: BuildkiteEvent, config: Config) -> None:
+    """Before the event is claimed: job events feed check runs only, so with statuses alone
+    they are turned away without a Firestore call."""
+    if event.kind == "job" and "checks" not in config.reports:
+        raise Skip(f"job events feed check runs only; GITHUB_REPORT={config.report}")
+
+
 @functions_framework.cloud_event
-@pubsub_handler(Config)
+@pubsub_handler(Config, before_claim=reported)
 def update_github_status(event: BuildkiteEvent, config: Config) -> str:
     if event.kind == "job":
         return record_job(event, config)
@@ -122,8 +129,6 @@ def update_github_status(event: BuildkiteEvent, config: Config) -> str:
 
 def record_job(event: BuildkiteEvent, config: Config) -> str:
     """Keep a finished job in the build's record; if that changed its failed jobs, show them on the check run."""
-    if "checks" not in config.reports:
-        raise Skip("job events feed check runs only; GITHUB_REPORT=statuses")
     if event.event_type != "job.finished":
         raise Skip(f"{event.event_type} changes no failed jobs")
     from github_checks import plan_check

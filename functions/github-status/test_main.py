@@ -274,11 +274,23 @@ def test_mcncl_messages_set_statuses_too(github: StandIn) -> None:
     ]
 
 
-def test_other_events_are_filtered_and_jobs_skipped_without_a_request(github: StandIn, capsys: Any) -> None:
+def test_other_events_are_filtered_and_jobs_skipped_without_a_request(
+    github: StandIn, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from buildkite_events import state
+
+    calls: list[str] = []
+    real = state.Client.call
+    monkeypatch.setattr(
+        state.Client, "call", lambda self, verb, *a, **k: calls.append(verb) or real(self, verb, *a, **k)
+    )
     for name in ("job.finished.failed", "agent.connected", "ping"):
         deliver(name)
     assert github.requests == []
     assert outcomes(capsys) == ["skipped", "filtered", "filtered"]  # jobs feed check runs only
+    assert calls == []  # turned away before the claim: no Firestore call at all
+    deliver("build.finished.failed")
+    assert calls  # a build event is claimed (the spy sees Firestore)
 
 
 # -- idempotency and ordering ------------------------------------------------------------------

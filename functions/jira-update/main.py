@@ -69,9 +69,9 @@ class Config:
             raise ValueError("JIRA_TIMEOUT_SECONDS must be more than 0 and at most 60")
 
 
-@functions_framework.cloud_event
-@pubsub_handler(Config)
-def update_jira_tickets(event: BuildkiteEvent, config: Config) -> str:
+def finished_with_keys(event: BuildkiteEvent, config: object = None) -> list[str]:
+    """The issue keys a finished build names; ``Skip`` for a build with none or not finished.
+    Checked before the event is claimed too: most builds name no issue and cost no Firestore call."""
     build = event.build
     if build is None or build.number is None:
         raise InvalidEvent(f"{event.event_type} carries no build")
@@ -83,6 +83,13 @@ def update_jira_tickets(event: BuildkiteEvent, config: Config) -> str:
     candidates = candidate_keys(build.message, build.branch)
     if not candidates:
         raise Skip("no Jira issue keys in the commit message or branch")
+    return candidates
+
+
+@functions_framework.cloud_event
+@pubsub_handler(Config, before_claim=finished_with_keys)
+def update_jira_tickets(event: BuildkiteEvent, config: Config) -> str:
+    candidates = finished_with_keys(event)
     jira = _jira(config)
     projects = known_projects(jira, config)
     keys = issue_keys(candidates, projects, trusted=bool(config.projects))

@@ -255,10 +255,20 @@ def test_keys_in_the_branch_only(jira: StandIn) -> None:
     assert len(jira_standin.new_comments(jira, "OPS-7")) == 1
 
 
-def test_a_null_message_and_no_keys_make_no_request(jira: StandIn, capsys: Any) -> None:
+def test_a_null_message_and_no_keys_make_no_request(
+    jira: StandIn, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from buildkite_events import state
+
+    calls: list[str] = []
+    real = state.Client.call
+    monkeypatch.setattr(
+        state.Client, "call", lambda self, verb, *a, **k: calls.append(verb) or real(self, verb, *a, **k)
+    )
     deliver(build(message=None, branch="main"))
     assert jira.requests == []
     assert "no Jira issue keys" in capsys.readouterr().out
+    assert calls == []  # turned away before the claim: not even Firestore is asked
 
 
 def test_false_keys_are_never_looked_up(jira: StandIn, capsys: Any) -> None:

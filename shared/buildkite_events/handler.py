@@ -6,9 +6,10 @@
 
 For every delivery it parses the event, applies the function's own manifest filter (the
 Pub/Sub emulator and Eventarc triggers do not filter), loads the config once per
-instance, claims the event when the manifest declares ``state: [idempotency]``, runs the
-handler with bounded retries, and logs one ``outcome`` line. The claim, the handler, their
-retries and every Firestore call share one time budget (``RETRY_BUDGET_SECONDS``).
+instance, claims the event when the manifest declares ``state: [idempotency]`` (after the
+function's own ``before_claim`` check, if it has one), runs the handler with bounded
+retries, and logs one ``outcome`` line. The claim, the handler, their retries and every
+Firestore call share one time budget (``RETRY_BUDGET_SECONDS``).
 Returning normally acks (2xx); raising ``Nack`` answers 500 so Pub/Sub redelivers and, in
 the end, dead-letters.
 
@@ -48,6 +49,7 @@ from .parse import parse_delivery
 
 C = TypeVar("C")
 Handler = Callable[[BuildkiteEvent, C], "str | None"]
+Check = Callable[[BuildkiteEvent, C], object]  # what it returns is not used
 
 MAX_ATTEMPTS = 4
 _DEAD_LETTERED = " (the message waits in the dead-letter queue; fix and replay)"
@@ -101,6 +103,7 @@ class _Instance(Generic[C]):
 
     manifest_path: Path
     config_class: type[C] | None
+    before_claim: Check[C] | None = None
     _manifest: Manifest | None = None
     _filter: Filter | None = None
     _config: C | None = None
@@ -146,16 +149,18 @@ class _Instance(Generic[C]):
 
 
 def pubsub_handler(
-    config: type[C] | None = None, *, manifest: Path | None = None
+    config: type[C] | None = None, *, manifest: Path | None = None, before_claim: Check[C] | None = None
 ) -> Callable[[Handler[C]], Callable[[Any], None]]:
     """Wrap ``handler(event, config)`` with the ack/nack contract (see the module doc).
 
     The manifest is the ``function.yaml`` beside the handler's file unless given.
+    ``before_claim(event, config)`` runs before the event is claimed and may raise ``Skip`` or
+    ``InvalidEvent``: an event the function turns away there costs no Firestore call.
     """
 
     def decorate(handler: Handler[C]) -> Callable[[Any], None]:
         path = manifest or Path(inspect.getfile(handler)).with_name(MANIFEST_NAME)
-        instance: _Instance[C] = _Instance(path, config)
+        instance: _Instance[C] = _Instance(path, config, before_claim)
 
         @wraps(handler)
         def entry(delivery: Any) -> None:
@@ -214,6 +219,8 @@ def _run(
     claim = None
     try:
         config = instance.config()
+        if instance.before_claim is not None:
+            instance.before_claim(event, config)  # type: ignore[arg-type]
         if instance.manifest.idempotency:
             with tracing.span("claim"):
                 claim = _with_retries(lambda: instance.store().claim(event.key), retries)
