@@ -172,6 +172,21 @@ def unreachable_endpoint(kind: str) -> Iterator[str]:
             connection.close()
 
 
+def firestore_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every call our state client makes to Firestore (``batchGet``, ``commit``), in order."""
+    from buildkite_events import state
+
+    calls: list[str] = []
+    real = state.Client.call
+
+    def call(self: state.Client, verb: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(verb)
+        return real(self, verb, *args, **kwargs)
+
+    monkeypatch.setattr(state.Client, "call", call)
+    return calls
+
+
 def count_firestore(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Reads and writes of the build and branch records (a spy around the real documents)."""
     from buildkite_events import builds, state

@@ -24,7 +24,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from buildkite_events import Nack, parse_delivery
-from tests.support import cloud_event, deliver_to, envelope, load_function, log_lines, mcncl, outcomes, payload
+from tests.support import (
+    cloud_event,
+    deliver_to,
+    envelope,
+    firestore_calls,
+    load_function,
+    log_lines,
+    mcncl,
+    outcomes,
+    payload,
+)
 from tools.local.standin import Fault, StandIn
 from tools.local.standins import github as gh_standin
 
@@ -277,13 +287,7 @@ def test_mcncl_messages_set_statuses_too(github: StandIn) -> None:
 def test_other_events_are_filtered_and_jobs_skipped_without_a_request(
     github: StandIn, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from buildkite_events import state
-
-    calls: list[str] = []
-    real = state.Client.call
-    monkeypatch.setattr(
-        state.Client, "call", lambda self, verb, *a, **k: calls.append(verb) or real(self, verb, *a, **k)
-    )
+    calls = firestore_calls(monkeypatch)
     for name in ("job.finished.failed", "agent.connected", "ping"):
         deliver(name)
     assert github.requests == []

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from buildkite_events import Nack, parse_delivery
-from tests.support import cloud_event, envelope, load_function, mcncl, outcomes, payload
+from tests.support import cloud_event, envelope, firestore_calls, load_function, mcncl, outcomes, payload
 from tools.local import emulators
 from tools.local.faultproxy import FaultProxy
 from tools.local.standin import Fault, StandIn
@@ -258,13 +258,7 @@ def test_keys_in_the_branch_only(jira: StandIn) -> None:
 def test_a_null_message_and_no_keys_make_no_request(
     jira: StandIn, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from buildkite_events import state
-
-    calls: list[str] = []
-    real = state.Client.call
-    monkeypatch.setattr(
-        state.Client, "call", lambda self, verb, *a, **k: calls.append(verb) or real(self, verb, *a, **k)
-    )
+    calls = firestore_calls(monkeypatch)
     deliver(build(message=None, branch="main"))
     assert jira.requests == []
     assert "no Jira issue keys" in capsys.readouterr().out
