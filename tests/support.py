@@ -174,16 +174,16 @@ def unreachable_endpoint(kind: str) -> Iterator[str]:
 
 def firestore_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every call our state client makes to Firestore (``batchGet``, ``commit``), in order."""
-    from buildkite_events import state
+    from buildkite_events import firestore
 
     calls: list[str] = []
-    real = state.Client.call
+    real = firestore.Client.call
 
-    def call(self: state.Client, verb: str, *args: Any, **kwargs: Any) -> Any:
+    def call(self: firestore.Client, verb: str, *args: Any, **kwargs: Any) -> Any:
         calls.append(verb)
         return real(self, verb, *args, **kwargs)
 
-    monkeypatch.setattr(state.Client, "call", call)
+    monkeypatch.setattr(firestore.Client, "call", call)
     return calls
 
 
