@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from buildkite_events.errors import ConfigError, FanoutError, InvalidEvent, TransientError
-from buildkite_events.http import MAX_RETRY_AFTER, raise_for, retry_after
+from buildkite_events.http import MAX_RETRY_AFTER, json_object, raise_for, retry_after
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC).timestamp()
 
@@ -119,3 +119,18 @@ def test_special_cases_per_integration() -> None:
 def test_a_forbidden_answer_that_means_slow_down_can_be_made_transient() -> None:
     assert isinstance(_raised(403, transient={403}, config={403: "no permission"}), TransientError)
     assert isinstance(_raised(403, config={403: "no permission"}), ConfigError)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"id": 7}', {"id": 7}),
+        (b"[1, 2]", {}),  # JSON, but not an object
+        (b"<html>502 Bad Gateway</html>", {}),  # a proxy's page
+        (b"", {}),
+    ],
+)
+def test_json_object_reads_only_an_object(body: bytes, expected: dict[str, Any]) -> None:
+    response = requests.Response()
+    response._content, response.status_code = body, 200
+    assert json_object(response) == expected

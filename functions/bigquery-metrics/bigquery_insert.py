@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from buildkite_events import ConfigError, TransientError
-from buildkite_events.http import raise_for
+from buildkite_events.http import json_object, raise_for
 
 # project.dataset.table; a domain-scoped project ("example.com:proj") contains a dot itself.
 TABLE_ID = re.compile(r"^(?P<project>[a-z0-9.:-]+)\.(?P<dataset>\w+)\.(?P<table>[\w-]+)$", re.IGNORECASE)
@@ -85,7 +85,7 @@ def insert_row(table: str, row: Mapping[str, Any], row_id: str, config: Destinat
 
 
 def _check(response: Any, table: str) -> None:
-    answer = _json(response)
+    answer = json_object(response)
     if response.status_code == 200 and answer.get("insertErrors"):
         # A row BigQuery refuses (a field the table lacks, a wrong type) is refused again on every
         # retry: nack, so the message waits in the dead-letter queue until the schema is fixed.
@@ -116,14 +116,6 @@ def describe_insert_errors(errors: Any) -> str:
             where = f" at {error['location']}" if error.get("location") else ""
             parts.append(f"{error.get('reason', 'error')}{where}: {error.get('message', '')}".strip(": "))
     return "; ".join(dict.fromkeys(parts))[:800] or "unknown error"
-
-
-def _json(response: Any) -> dict[str, Any]:
-    try:
-        value = response.json()
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 @cache

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from buildkite_events import BuildkiteEvent, Skip, TransientError
-from buildkite_events.http import raise_for, retry_after
+from buildkite_events.http import json_object, raise_for, retry_after
 
 if TYPE_CHECKING:
     from github_app import App
@@ -152,14 +152,6 @@ class GitHub:
             raise TransientError(f"GitHub did not answer {method} {path} in time") from None
         except requests.RequestException as err:
             raise TransientError(f"could not reach GitHub: {type(err).__name__}") from None
-
-
-def json_object(response: Response) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _message(response: Response) -> str:

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from github_api import json_object, raise_for_github
+from github_api import raise_for_github
 
 from buildkite_events import ConfigError, TransientError
+from buildkite_events.http import json_object
 
 if TYPE_CHECKING:
     from github_api import GitHub

@@ -96,6 +96,16 @@ def raise_for(
     raise ConfigError(f"{answered}: {fix}" if fix else answered, status=status)
 
 
+def json_object(response: Any) -> dict[str, Any]:
+    """A response's JSON body when it is an object; ``{}`` for anything else (an HTML error page
+    from a proxy, a list, no body), so that reading a field of an odd answer never raises."""
+    try:
+        value = response.json()
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _lookup(special: Special | None, status: int) -> str | None:
     for key, reason in (special or {}).items():
         if status == key or (isinstance(key, range) and status in key):
