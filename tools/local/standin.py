@@ -21,7 +21,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 Responder = Callable[["Recorded"], "Reply"]
 
@@ -92,6 +94,15 @@ class StandIn:
             self.requests.clear()
             self.faults.clear()
             self.state.clear()
+
+    def provider_state(self, key: str, kind: type[T], make: Callable[[], T]) -> T:
+        """A provider's data on this server, made on first use (and again after ``reset()``)."""
+        with self.lock:
+            current = self.state.get(key)
+            if current is None:
+                current = self.state[key] = make()
+            assert isinstance(current, kind)
+            return current
 
     def load_providers(self) -> StandIn:
         """Register every provider module; those with ``report(server)`` join the demo report."""

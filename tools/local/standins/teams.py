@@ -43,12 +43,7 @@ class TeamsState:
 
 def state(server: StandIn) -> TeamsState:
     """This provider's data on ``server`` (seeded on first use, again after ``server.reset()``)."""
-    with server.lock:
-        current = server.state.get(_KEY)
-        if current is None:
-            current = server.state[_KEY] = TeamsState()
-        assert isinstance(current, TeamsState)
-        return current
+    return server.provider_state(_KEY, TeamsState, TeamsState)
 
 
 # -- helpers for tests ----------------------------------------------------------------------

@@ -104,13 +104,13 @@ class GitHubState:
 
 def state(server: StandIn) -> GitHubState:
     """This provider's data on ``server`` (seeded on first use, again after ``server.reset()``)."""
-    with server.lock:
-        current = server.state.get(_KEY)
-        if current is None:
-            current = server.state[_KEY] = GitHubState()
-            current.repos["my-great-org/my-pipeline"] = Repo("my-great-org/my-pipeline", 1296269)
-        assert isinstance(current, GitHubState)
-        return current
+    return server.provider_state(_KEY, GitHubState, _seed)
+
+
+def _seed() -> GitHubState:
+    seeded = GitHubState()
+    seeded.repos["my-great-org/my-pipeline"] = Repo("my-great-org/my-pipeline", 1296269)
+    return seeded
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None, docs: str = DOCS, **extra: Any) -> Reply:

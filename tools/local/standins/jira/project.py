@@ -50,12 +50,7 @@ class JiraState:
 
 def state(server: StandIn) -> JiraState:
     """This provider's data on ``server`` (seeded on first use, again after ``server.reset()``)."""
-    with server.lock:
-        current = server.state.get(_KEY)
-        if current is None:
-            current = server.state[_KEY] = _seed()
-        assert isinstance(current, JiraState)
-        return current
+    return server.provider_state(_KEY, JiraState, _seed)
 
 
 def _seed() -> JiraState:

@@ -52,22 +52,22 @@ class SlackState:
 
 def state(server: StandIn) -> SlackState:
     """This provider's data on ``server`` (seeded on first use, again after ``server.reset()``)."""
-    with server.lock:
-        current = server.state.get(_KEY)
-        if current is None:
-            current = server.state[_KEY] = SlackState()
-            for name, member, archived in (
-                ("builds", True, False),
-                ("releases", True, False),
-                ("deploys", True, False),
-                ("private-ops", False, False),
-                ("old-builds", True, True),
-            ):
-                add_channel(current, name, member=member, archived=archived, private=name == "private-ops")
-            add_user(current, "keith@buildkite.com", "Keith Pitt")
-            add_user(current, "sam@example.com", "Sam Kim")
-        assert isinstance(current, SlackState)
-        return current
+    return server.provider_state(_KEY, SlackState, _seed)
+
+
+def _seed() -> SlackState:
+    seeded = SlackState()
+    for name, member, archived in (
+        ("builds", True, False),
+        ("releases", True, False),
+        ("deploys", True, False),
+        ("private-ops", False, False),
+        ("old-builds", True, True),
+    ):
+        add_channel(seeded, name, member=member, archived=archived, private=name == "private-ops")
+    add_user(seeded, "keith@buildkite.com", "Keith Pitt")
+    add_user(seeded, "sam@example.com", "Sam Kim")
+    return seeded
 
 
 # -- helpers for tests ----------------------------------------------------------------------
