@@ -25,7 +25,7 @@ from typing import Any
 from buildkite_events.errors import ACKED_OUTCOMES
 from buildkite_events.manifest import Manifest
 from buildkite_events.signature import sign
-from tools import LOCAL_PROJECT, LOCAL_STATE_COLLECTION, ROOT, TOPIC
+from tools import LOCAL_PROJECT, LOCAL_STATE_COLLECTION, ROOT, TOPIC, environ
 from tools.local import emulators
 from tools.manifests import all_manifests, function_dir, function_env, local_support
 
@@ -118,7 +118,7 @@ def local_stack(
         cloud_env = {"GOOGLE_CLOUD_PROJECT": PROJECT}
         for service in stack.services.values():
             cloud_env.update(service.env)
-        exits.enter_context(_environ(cloud_env))
+        exits.enter_context(environ(cloud_env))
         stack.standin = exits.enter_context(StandIn().load_providers())
         _create_bucket(ARCHIVE_BUCKET)
         _create_bigquery_dataset(stack)
@@ -146,22 +146,6 @@ def local_stack(
 
 def _local_secret(function: str, variable: str) -> str:
     return WEBHOOK_TOKEN if variable == "BUILDKITE_WEBHOOK_TOKEN" else f"local-{function}-{variable.lower()}"
-
-
-@contextlib.contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    import os
-
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _create_bucket(name: str) -> None:

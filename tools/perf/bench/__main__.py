@@ -38,7 +38,7 @@ from buildkite_events.filters import parse_filter
 from buildkite_events.manifest import Manifest
 from buildkite_events.message import to_message
 from buildkite_events.signature import sign
-from tools import LOCAL_PROJECT, LOCAL_STATE_COLLECTION, ROOT, bundle
+from tools import LOCAL_PROJECT, LOCAL_STATE_COLLECTION, ROOT, bundle, environ
 from tools.local import emulators
 from tools.local.stack import WEBHOOK_TOKEN, LocalStack, local_stack
 from tools.manifests import function_dir, local_support
@@ -255,16 +255,8 @@ def bench_throughput(log_dir: Path) -> tuple[float, float, float]:
             ingress = throughput(fn.port, body, signed, LOAD_SECONDS)
         with emulators.start_function(BARE, "echo", log_dir=log_dir) as bare:
             echo = throughput(bare.port, body, signed, LOAD_SECONDS)
-        saved = {k: os.environ.get(k) for k in pubsub.env}
-        os.environ.update(pubsub.env)
-        try:
+        with environ(pubsub.env):
             ceiling = publish_ceiling(project, topic, LOAD_SECONDS)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
     return ingress, echo, ceiling
 
 

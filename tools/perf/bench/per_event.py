@@ -30,6 +30,7 @@ from typing import Any
 from buildkite_events.handler import pubsub_handler
 from buildkite_events.manifest import SHIPPED_NAME, Manifest, read_yaml
 from buildkite_events.parse import parse_delivery
+from tools import environ
 
 BARE = Path(__file__).resolve().parent / "bare"
 ROUNDS = 15
@@ -71,7 +72,7 @@ def served(m: Manifest, data: bytes, attributes: dict[str, str], number: int = 3
     import functions_framework
 
     body = json.dumps(push_for(data, attributes)).encode()
-    with tempfile.TemporaryDirectory() as tmp, _env("BENCH_MANIFEST", str(_stateless(m, Path(tmp)))):
+    with tempfile.TemporaryDirectory() as tmp, environ({"BENCH_MANIFEST": str(_stateless(m, Path(tmp)))}):
         source = Path(tmp) / "main.py"
         source.write_text(textwrap.dedent(_PLUMBING))
         ours, bare = (
@@ -95,14 +96,14 @@ def _caller(app: Any, body: bytes) -> Callable[[], None]:
     """One POST of ``body`` into the WSGI ``app``, as a server would make it, checked to be a 2xx."""
     from werkzeug.test import EnvironBuilder
 
-    environ = EnvironBuilder(method="POST", path="/", data=body, content_type="application/json").get_environ()
+    request_environ = EnvironBuilder(method="POST", path="/", data=body, content_type="application/json").get_environ()
     statuses: list[str] = []
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
         statuses.append(status)
 
     def call() -> None:
-        answer = app({**environ, "wsgi.input": io.BytesIO(body)}, start_response)
+        answer = app({**request_environ, "wsgi.input": io.BytesIO(body)}, start_response)
         try:
             b"".join(answer)
         finally:
@@ -124,18 +125,3 @@ def _alternate(ours: Callable[[], Any], bare: Callable[[], Any], number: int) ->
             times["ours"].append(timeit.timeit(ours, number=number) / number)
             times["bare"].append(timeit.timeit(bare, number=number) / number)
     return min(times["ours"]), min(times["bare"])
-
-
-@contextlib.contextmanager
-def _env(key: str, value: str) -> Any:
-    import os
-
-    before = os.environ.get(key)
-    os.environ[key] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
