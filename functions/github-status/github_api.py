@@ -15,7 +15,7 @@ from buildkite_events import BuildkiteEvent, Skip, TransientError
 from buildkite_events.http import json_object, raise_for, retry_after
 
 if TYPE_CHECKING:
-    from github_app import App
+    from github_app import App, AppAuth
     from requests import Response
 
 USER_AGENT = "buildkite-fanout-github-status"
@@ -43,7 +43,6 @@ class GitHub:
 
     def __init__(self, api_url: str, *, token: str = "", app: App | None = None, timeout: float = 10.0) -> None:
         import requests
-        from github_app import AppAuth
 
         self.base = api_url.rstrip("/")
         self.token = token.strip()
@@ -51,7 +50,11 @@ class GitHub:
         self.session.headers.update(
             {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION, "User-Agent": USER_AGENT}
         )
-        self.auth = AppAuth(app, self) if app else None
+        self.auth: AppAuth | None = None
+        if app is not None:  # the App's code (and PyJWT) loads only for App authentication
+            from github_app import AppAuth
+
+            self.auth = AppAuth(app, self)
         self._timeout = (min(5.0, timeout), timeout)
 
     def create_status(self, repo: str, sha: str, body: dict[str, Any]) -> None:
