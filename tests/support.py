@@ -172,8 +172,9 @@ def unreachable_endpoint(kind: str) -> Iterator[str]:
             connection.close()
 
 
-def firestore_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every call our state client makes to Firestore (``batchGet``, ``commit``), in order."""
+def firestore_calls(monkeypatch: pytest.MonkeyPatch, *, counts: Counter[str] | None = None) -> list[str]:
+    """Every call our state client makes to Firestore (``batchGet``, ``commit``), in order; with
+    ``counts``, also tallied there as ``reads`` and ``writes``."""
     from buildkite_events import firestore
 
     calls: list[str] = []
@@ -181,6 +182,8 @@ def firestore_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     def call(self: firestore.Client, verb: str, *args: Any, **kwargs: Any) -> Any:
         calls.append(verb)
+        if counts is not None:
+            counts["reads" if verb == "batchGet" else "writes"] += 1
         return real(self, verb, *args, **kwargs)
 
     monkeypatch.setattr(firestore.Client, "call", call)
@@ -188,31 +191,7 @@ def firestore_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def count_firestore(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    """Reads and writes of the build and branch records (a spy around the real documents)."""
-    from buildkite_events import builds, state
-
+    """Firestore reads and writes from now on (a function with records only: the build and branch records)."""
     counts: Counter[str] = Counter()
-
-    class Counted:
-        def __init__(self, ref: Any) -> None:
-            self._ref = ref
-
-        def get(self, **options: Any) -> Any:
-            counts["reads"] += 1
-            return self._ref.get(**options)
-
-        def create(self, *args: Any, **options: Any) -> Any:
-            counts["writes"] += 1
-            return self._ref.create(*args, **options)
-
-        def update(self, *args: Any, **options: Any) -> Any:
-            counts["writes"] += 1
-            return self._ref.update(*args, **options)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._ref, name)
-
-    real = state.document
-    monkeypatch.setattr(builds, "document", lambda *a, **k: Counted(real(*a, **k)))
-    monkeypatch.setattr(state, "document", lambda *a, **k: Counted(real(*a, **k)))
+    firestore_calls(monkeypatch, counts=counts)
     return counts
