@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from buildkite_events.manifest import load_manifest
 from buildkite_events.message import to_message
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,3 +196,24 @@ def count_firestore(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     counts: Counter[str] = Counter()
     firestore_calls(monkeypatch, counts=counts)
     return counts
+
+
+def fresh_first_delivery(function: str, event: str, modules: set[str]) -> tuple[str, set[str]]:
+    """A new instance's import of ``function`` and its first delivery of the fixture ``event``, in
+    a fresh interpreter: what it printed, and which of ``modules`` it had imported by the end."""
+    import subprocess
+
+    code = (
+        "import json, sys, runpy, os\n"
+        "sys.path.append(os.path.dirname(sys.argv[1]))  # as functions-framework does\n"
+        "fn = runpy.run_path(sys.argv[1])\n"
+        "from tests.support import cloud_event, envelope, payload\n"
+        "fn[sys.argv[2]](cloud_event(envelope(payload(sys.argv[3]))))\n"
+        "print(json.dumps(sorted(set(json.loads(sys.argv[4])) & set(sys.modules))))\n"
+    )
+    folder = ROOT / "functions" / function
+    entry_point = load_manifest(folder / "function.yaml").entry_point
+    argv = [sys.executable, "-c", code, str(folder / "main.py"), entry_point, event, json.dumps(sorted(modules))]
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout, set(json.loads(result.stdout.splitlines()[-1]))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,9 +16,9 @@ from buildkite_events import Nack, parse_delivery
 from buildkite_events.filters import parse_filter
 from buildkite_events.message import message_attributes
 from tests.support import (
-    ROOT,
     cloud_event,
     envelope,
+    fresh_first_delivery,
     load_function,
     log_lines,
     mcncl,
@@ -803,22 +802,9 @@ def test_the_bundle_ships_the_row_builders_beside_main() -> None:
 
 def test_the_cold_path_never_imports_the_bigquery_client_library(dataset: str) -> None:
     """Import and first delivery in a fresh interpreter, as a new instance: the row lands, no google.cloud.bigquery."""
-    code = (
-        "import sys, runpy, os\n"
-        "sys.path.append(os.path.dirname(sys.argv[1]))  # as functions-framework does\n"
-        "fn = runpy.run_path(sys.argv[1])\n"
-        "imported_by_main = 'google.cloud.bigquery' in sys.modules\n"
-        "from tests.support import cloud_event, envelope, payload\n"
-        "fn['store_build_metrics'](cloud_event(envelope(payload('build.finished.failed'))))\n"
-        "print(imported_by_main, 'google.cloud.bigquery' in sys.modules)\n"
-    )
-    main_py = ROOT / "functions" / "bigquery-metrics" / "main.py"
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(main_py)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split()[-2:] == ["False", "False"]
-    assert '"outcome": "done"' in result.stdout
+    printed, loaded = fresh_first_delivery("bigquery-metrics", "build.finished.failed", {"google.cloud.bigquery"})
+    assert loaded == set()
+    assert '"outcome": "done"' in printed
     assert len(select(dataset, "builds")) == 1 and len(select(dataset, "events_raw")) == 1
 
 

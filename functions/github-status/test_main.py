@@ -29,6 +29,7 @@ from tests.support import (
     deliver_to,
     envelope,
     firestore_calls,
+    fresh_first_delivery,
     load_function,
     log_lines,
     mcncl,
@@ -744,26 +745,10 @@ def test_parsing_the_fixture_event_gives_the_planned_status() -> None:
 
 
 def test_statuses_alone_never_load_check_runs_or_the_app(github: StandIn) -> None:
-    """Import and first delivery in a fresh interpreter, as a new instance reporting statuses:
-    check runs, the App (PyJWT) and the build records stay unloaded; the status is set."""
-    import subprocess
-    import sys
-
-    from tests.support import ROOT
-
-    code = (
-        "import sys, runpy, os\n"
-        "sys.path.append(os.path.dirname(sys.argv[1]))  # as functions-framework does\n"
-        "fn = runpy.run_path(sys.argv[1])\n"
-        "from tests.support import cloud_event, envelope, payload\n"
-        "fn['update_github_status'](cloud_event(envelope(payload('build.finished.failed'))))\n"
-        "print(sorted({'github_checks', 'github_app', 'jwt', 'buildkite_events.builds'} & set(sys.modules)))\n"
-    )
-    main_py = ROOT / "functions" / "github-status" / "main.py"
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(main_py)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert '"outcome": "done"' in result.stdout
-    assert result.stdout.splitlines()[-1] == "[]"
+    """A new instance reporting statuses: check runs, the App (PyJWT) and the build records stay
+    unloaded through its import and first delivery; the status is set."""
+    unloaded = {"github_checks", "github_app", "jwt", "buildkite_events.builds"}
+    printed, loaded = fresh_first_delivery("github-status", "build.finished.failed", unloaded)
+    assert '"outcome": "done"' in printed
+    assert loaded == set()
     assert len(posts(github)) == 1
